@@ -1,7 +1,10 @@
 # The two commands of the README, and their parts.
 #   make demo   install, build, run the main job on the embedded default
+#               (make demo DEMO_ARGS=--keep leaves stratad and the agents running)
 #   make test   install, build (normal and ASan+UBSan), run every test
 JOBS ?= $(shell nproc)
+# ccache keys on paths relative to the checkout, so clones in other directories share the cache.
+export CCACHE_BASEDIR := $(CURDIR)
 
 .PHONY: all deps build build-asan demo test test-default test-asan bench format clean
 
@@ -19,14 +22,15 @@ build-asan: deps
 	cmake --build --preset asan -j $(JOBS)
 
 demo: build
-	scripts/demo.sh
+	scripts/demo.sh $(DEMO_ARGS)
 
 test: build build-asan
 	ctest --preset default -j $(JOBS)
 	ctest --preset asan -j $(JOBS)
 
 bench: build
-	build/default/bench/graph_bench
+	build/default/bin/graph_bench
+	build/default/bin/api_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

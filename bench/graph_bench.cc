@@ -2,7 +2,9 @@
 // three questions the graph exists to answer, then loads the same graph into an in-memory SQLite
 // database and asks the same questions as recursive CTEs.
 //
-//   graph_bench [--vms N]     (default 100000; CI runs --vms 2000)
+//   graph_bench [--vms N] [--no-configs]   (default 100000; CI runs --vms 2000)
+//
+// --no-configs leaves out the vm_config nodes (the ~700k-node / ~1M-edge shape some reports use).
 //
 // Shape: 20 storage systems, 1,000 storage volumes (50 per system), 100 hosts, N VMs, each with a
 // vm_config and 3 virtual disks; disk -> file -> storage volume, disk i of VM v on volume
@@ -85,7 +87,7 @@ NodeIndex Must(absl::StatusOr<NodeIndex> n) {
   return *n;
 }
 
-Graph BuildGraph(int vms) {
+Graph BuildGraph(int vms, bool configs) {
   Graph g;
   char id[160], name[96];
   std::vector<NodeIndex> systems, volumes, hosts;
@@ -118,9 +120,11 @@ Graph BuildGraph(int vms) {
     std::snprintf(name, sizeof name, "vm-%06d", v);
     const NodeIndex vm = Must(g.UpsertNode(NodeType::kVm, id, name, vm_attrs));
     g.AddEdge(hosts[v % kHosts], vm, EdgeType::kRuns);
-    std::snprintf(id, sizeof id, "vmcfg:%s", uuid.c_str());
-    std::snprintf(name, sizeof name, "/etc/libvirt/qemu/vm-%06d.xml", v);
-    g.AddEdge(vm, Must(g.UpsertNode(NodeType::kVmConfig, id, name)), EdgeType::kHasConfig);
+    if (configs) {
+      std::snprintf(id, sizeof id, "vmcfg:%s", uuid.c_str());
+      std::snprintf(name, sizeof name, "/etc/libvirt/qemu/vm-%06d.xml", v);
+      g.AddEdge(vm, Must(g.UpsertNode(NodeType::kVmConfig, id, name)), EdgeType::kHasConfig);
+    }
     for (int i = 0; i < kDisksPerVm; ++i) {
       const char dev[4] = {'v', 'd', static_cast<char>('a' + i), 0};
       std::snprintf(id, sizeof id, "vdisk:%s:%s", uuid.c_str(), dev);
@@ -255,11 +259,15 @@ std::string Ratio(double sqlite, double ours) { return Fmt("%.1fx", sqlite / our
 
 int main(int argc, char** argv) {
   int vms = 100000;
+  bool configs = true;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--vms") == 0 && i + 1 < argc) {
       vms = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--no-configs") == 0) {
+      configs = false;
     } else {
-      Die(std::string("usage: graph_bench [--vms N]; unknown argument '") + argv[i] + "'");
+      Die(std::string("usage: graph_bench [--vms N] [--no-configs]; unknown argument '") + argv[i] +
+          "'");
     }
   }
   if (vms < 1) Die("--vms must be at least 1");
@@ -268,7 +276,7 @@ int main(int argc, char** argv) {
   // ---- build ----
   const long rss_before = RssKb();
   const auto t0 = Clock::now();
-  Graph g = BuildGraph(vms);
+  Graph g = BuildGraph(vms, configs);
   const double build_s = Seconds(Clock::now() - t0);
   const long rss_after = RssKb();
   const double rss_mb = (rss_after - rss_before) / 1024.0;
@@ -324,7 +332,7 @@ int main(int argc, char** argv) {
 
   // ---- glob over all VM names ----
   const std::vector<std::string> globs = {"vm-0042*", "*00?42*"};
-  std::vector<double> glob_ms, glob_fnmatch_ms;
+  std::vector<double> glob_ms, glob_first_ms, glob_fnmatch_ms;
   std::vector<size_t> glob_hits;
   for (const auto& pattern : globs) {
     strata::core::Selector sel;
@@ -347,6 +355,7 @@ int main(int argc, char** argv) {
       fn_runs.push_back(Micros(Clock::now() - s) / 1000);
       if (fn_hits != hits) Die("GlobMatch and fnmatch disagree on " + pattern);
     }
+    glob_first_ms.push_back(runs[0]);  // the first call builds the name index
     glob_ms.push_back(Median(runs));
     glob_fnmatch_ms.push_back(Median(fn_runs));
     glob_hits.push_back(hits);
@@ -410,7 +419,7 @@ int main(int argc, char** argv) {
   std::printf(
       "graph: %zu nodes, %zu edges (%d storage systems, %d volumes, %d hosts, %d VMs, "
       "%d vm_configs, %d disks, %d files)\n",
-      g.node_count(), g.edge_count(), kStorageSystems, kVolumes, kHosts, vms, vms,
+      g.node_count(), g.edge_count(), kStorageSystems, kVolumes, kHosts, vms, configs ? vms : 0,
       vms * kDisksPerVm, vms * kDisksPerVm);
   std::printf("goals apply to the default 100,000-VM graph\n\n");
   Row("measure", "strata", "goal", "sqlite", "sqlite/us");
@@ -430,6 +439,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < globs.size(); ++i) {
     Row("glob '" + globs[i] + "' over VM names (ms)", Fmt("%.2f", glob_ms[i]), "<= 5",
         Fmt("%.2f", s3_ms[i]), Ratio(s3_ms[i], glob_ms[i]));
+    Row("  first call, included above (ms)", Fmt("%.2f", glob_first_ms[i]), "");
     Row("  same scan with fnmatch(3) (ms)", Fmt("%.2f", glob_fnmatch_ms[i]), "");
   }
   std::printf(

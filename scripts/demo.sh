@@ -1,30 +1,101 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: generate the sample site (libvirt test-driver hosts with
-# real disk images on two dir storage volumes), then show where every VM's data lives.
+# The main job on the embedded default.
+#  1. Generate the sample site: libvirt test-driver hosts with real disk images on two dir
+#     storage volumes, a pass-through block disk and an rbd network disk.
+#  2. Discovery on one host, no server needed: every VM down to its storage system, and upward.
+#  3. The running system: stratad plus one strata-agent per host; the CLI over the REST API.
+# Usage: scripts/demo.sh [--keep]   (--keep leaves stratad and the agents running)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${STRATA_BIN:-build/default/apps}
+BIN=${STRATA_BIN:-$PWD/build/default/bin}
 SITE=${STRATA_SITE:-$PWD/site}
-AGENT="$BIN/strata-agent/strata-agent"
+KEEP=0
+[ "${1:-}" = "--keep" ] && KEEP=1
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Generating the sample site in $SITE"
-"$AGENT" sample-site "$SITE"
+show "$BIN/strata-agent" sample-site "$SITE"
 
+step "Discovery on host-a, no server involved: every VM down to its storage system"
+show "$BIN/strata-agent" discover --config "$SITE/agents/host-a.toml" --to storage_system
+
+step "The full chain of one VM, every layer"
+show "$BIN/strata-agent" discover --config "$SITE/agents/host-a.toml" --vm web01
+
+step "Upward: the VMs of host-b that depend on storage volume 'gold'"
+show "$BIN/strata-agent" discover --config "$SITE/agents/host-b.toml" \
+  --select 'type=storage_volume name=gold' --up --to vm
+
+if [ ! -x "$BIN/stratad" ] || [ ! -x "$BIN/strata" ]; then
+  step "Done (stratad or strata not built)"
+  exit 0
+fi
+
+RUN="$SITE/run"
+mkdir -p "$RUN"
+PIDS=()
+cleanup() {
+  if [ "$KEEP" = 0 ]; then
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+# Waits for a process's "listening" line in its log and prints it.
+wait_line() {
+  local log=$1 pattern=$2
+  for _ in $(seq 1 100); do
+    if grep -m1 "$pattern" "$log" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "demo: no '$pattern' in $log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+step "Starting stratad (catalog in $RUN/stratad.db)"
+rm -f "$RUN"/stratad.db*
+"$BIN/stratad" --db "$RUN/stratad.db" --grpc-listen 127.0.0.1:0 \
+  --http-listen "127.0.0.1:${STRATA_HTTP_PORT:-0}" >"$RUN/stratad.log" 2>&1 &
+PIDS+=($!)
+line=$(wait_line "$RUN/stratad.log" 'stratad: listening')
+echo "$line"
+GRPC=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
+HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
+export STRATA_SERVER="http://$HTTP"
+
+step "Starting one strata-agent per host"
 for config in "$SITE"/agents/*.toml; do
   host=$(basename "$config" .toml)
-  step "$host: every VM down to its storage system  (strata-agent discover --config $config --to storage_system)"
-  "$AGENT" discover --config "$config" --to storage_system
+  "$BIN/strata-agent" run --config "$config" --listen 127.0.0.1:0 --server "$GRPC" \
+    >"$RUN/agent-$host.log" 2>&1 &
+  PIDS+=($!)
+  wait_line "$RUN/agent-$host.log" 'strata-agent: listening'
 done
 
-step "host-a: the full chain of one VM  (strata-agent discover --config .../host-a.toml --vm web01)"
-"$AGENT" discover --config "$SITE/agents/host-a.toml" --vm web01
+# Registration and the first discovery of each host take a moment.
+for _ in $(seq 1 100); do
+  n=$("$BIN/strata" hosts --json 2>/dev/null | grep -o '"state": *"reachable"' | wc -l || true)
+  [ "$n" -ge 3 ] && break
+  sleep 0.1
+done
 
-step "Upward: which VMs of host-b depend on storage volume 'gold'  (--select 'type=storage_volume name=gold' --up --to vm)"
-"$AGENT" discover --config "$SITE/agents/host-b.toml" --select 'type=storage_volume name=gold' --up --to vm
+step "strata hosts"
+show "$BIN/strata" hosts
+step "strata vms"
+show "$BIN/strata" vms
+step "strata tree db02   (the VM with an rbd network disk)"
+show "$BIN/strata" tree db02
+step "strata find: which VMs, on any host, depend on storage volume 'gold'"
+show "$BIN/strata" find 'type=storage_volume name=gold' --up --to vm
 
-step "The same question as JSON (first lines)"
-"$AGENT" discover --config "$SITE/agents/host-b.toml" --select 'type=storage_volume name=gold' --up --to vm --json | head -n 20
-
-step "Done. Try: $AGENT discover --help"
+step "The REST API listens on $STRATA_SERVER  (try: curl $STRATA_SERVER/api/v1/hosts)"
+if [ "$KEEP" = 1 ]; then
+  echo "Left running (pids ${PIDS[*]}). Stop with: kill ${PIDS[*]}"
+  echo "export STRATA_SERVER=$STRATA_SERVER   # then: $BIN/strata hosts"
+else
+  echo "Stopping stratad and the agents (run 'scripts/demo.sh --keep' to leave them running)."
+fi

@@ -1,16 +1,20 @@
 // strata-agent: the host services of one hypervisor host. This file only parses flags and wires
 // library objects together; the work lives in src/agent and the plug-ins.
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "libvirt_hypervisor.h"
+#include "strata/agent/agent.h"
 #include "strata/agent/config.h"
-#include "strata/agent/discovery.h"
+#include "strata/agent/host_services.h"
+#include "strata/agent/plugin_host.h"
 #include "strata/agent/sample_site.h"
 #include "strata/core/query.h"
 
@@ -23,93 +27,182 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-struct DiscoverFlags {
+// Every config key as a flag; a flag given on the command line wins over the file.
+struct ConfigFlags {
   std::string config_file;
-  std::string connect;
-  std::string host_id;
+  std::string host_id, cluster, connect, listen, server, plugin_dir, hypervisor, log_level;
+  double reconcile_interval = -1;
   std::vector<std::string> dir_volumes;  // NAME=PATH
+  CLI::Option* server_option = nullptr;
+
+  void Add(CLI::App* cmd, bool daemon) {
+    cmd->add_option("--config", config_file, "Agent config file (TOML)")->check(CLI::ExistingFile);
+    cmd->add_option("--connect,-c", connect,
+                    "Hypervisor URI, e.g. qemu:///system or test:///abs/path/host.xml");
+    cmd->add_option("--host-id", host_id,
+                    "This host's identity in the graph (default: the host name)");
+    cmd->add_option("--dir-volume", dir_volumes,
+                    "A dir storage volume as NAME=/path (repeatable; adds to the config's)");
+    cmd->add_option(
+        "--plugin-dir", plugin_dir,
+        "Directory of plug-in shared objects (default: <exe dir>/../lib/strata/plugins)");
+    cmd->add_option("--hypervisor", hypervisor, "Hypervisor plug-in name (default: libvirt)");
+    cmd->add_option("--log-level", log_level,
+                    "trace, debug, info, warn, error or off (default: info)");
+    if (!daemon) return;
+    cmd->add_option("--cluster", cluster, "Cluster name (optional)");
+    cmd->add_option("--listen", listen,
+                    "gRPC listen address HOST:PORT (default: 127.0.0.1:7071; port 0 = any free)");
+    server_option =
+        cmd->add_option("--server", server,
+                        "stratad's gRPC address HOST:PORT (default: 127.0.0.1:7070; \"\" = "
+                        "standalone, no registration)");
+    cmd->add_option("--reconcile-interval", reconcile_interval,
+                    "Seconds between reconciliation discoveries (default: 30; 0 = off)");
+  }
+
+  absl::StatusOr<AgentConfig> Resolve() const {
+    AgentConfig config;
+    if (!config_file.empty()) {
+      absl::StatusOr<AgentConfig> loaded = strata::agent::LoadAgentConfig(config_file);
+      if (!loaded.ok()) return loaded.status();
+      config = *std::move(loaded);
+    }
+    auto set = [](std::string& target, const std::string& value) {
+      if (!value.empty()) target = value;
+    };
+    set(config.connect, connect);
+    set(config.host_id, host_id);
+    set(config.cluster, cluster);
+    set(config.listen, listen);
+    set(config.plugin_dir, plugin_dir);
+    set(config.hypervisor, hypervisor);
+    set(config.log_level, log_level);
+    if (server_option != nullptr && server_option->count() > 0) config.server = server;
+    if (reconcile_interval >= 0) config.reconcile_interval_s = reconcile_interval;
+    if (config.host_id.empty()) config.host_id = strata::agent::DefaultHostId();
+    if (config.plugin_dir.empty()) {
+      config.plugin_dir = strata::agent::PluginHost::DefaultPluginDirectory();
+    }
+    for (const std::string& spec : dir_volumes) {
+      const size_t eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size() || spec[eq + 1] != '/') {
+        return absl::InvalidArgumentError("--dir-volume '" + spec +
+                                          "' must look like NAME=/absolute/path");
+      }
+      config.dir_volumes.push_back({spec.substr(0, eq), spec.substr(eq + 1)});
+    }
+    if (absl::Status status = strata::agent::CheckHostPort(config.listen, "listen"); !status.ok()) {
+      return status;
+    }
+    if (!config.server.empty()) {
+      if (absl::Status status = strata::agent::CheckHostPort(config.server, "server");
+          !status.ok()) {
+        return status;
+      }
+    }
+    if (config.connect.empty()) {
+      return absl::InvalidArgumentError(
+          "no hypervisor to connect to: give --connect URI or a --config file with 'connect'");
+    }
+    return config;
+  }
+};
+
+absl::Status SetUpLogging(const std::string& level_name) {
+  spdlog::level::level_enum level = spdlog::level::from_str(level_name);
+  if (level == spdlog::level::off && level_name != "off") {
+    return absl::InvalidArgumentError("log level '" + level_name +
+                                      "' is not one of trace, debug, info, warn, error, off");
+  }
+  // Logs go to stderr; stdout carries only the machine-readable lines.
+  auto logger = spdlog::stderr_color_mt("strata-agent");
+  logger->set_level(level);
+  spdlog::set_default_logger(logger);
+  return absl::OkStatus();
+}
+
+struct DiscoverFlags {
   std::vector<std::string> vms;
   std::string select;
   std::string to_type;
   bool upward = false;
-  int depth = -1;
+  int depth = 0;
   bool json = false;
   bool tree = false;
 };
 
-absl::StatusOr<AgentConfig> ResolveConfig(const DiscoverFlags& flags) {
-  AgentConfig config;
-  if (!flags.config_file.empty()) {
-    absl::StatusOr<AgentConfig> loaded = strata::agent::LoadAgentConfig(flags.config_file);
-    if (!loaded.ok()) return loaded.status();
-    config = *std::move(loaded);
-  }
-  if (!flags.connect.empty()) config.connect = flags.connect;
-  if (!flags.host_id.empty()) config.host_id = flags.host_id;
-  if (config.host_id.empty()) config.host_id = strata::agent::DefaultHostId();
-  for (const std::string& spec : flags.dir_volumes) {
-    const size_t eq = spec.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size() || spec[eq + 1] != '/') {
-      return absl::InvalidArgumentError("--dir-volume '" + spec +
-                                        "' must look like NAME=/absolute/path");
-    }
-    config.dir_volumes.push_back({spec.substr(0, eq), spec.substr(eq + 1)});
-  }
-  if (config.connect.empty()) {
-    return absl::InvalidArgumentError(
-        "no hypervisor to connect to: give --connect URI or a --config file with 'connect'");
-  }
-  return config;
-}
-
-absl::StatusOr<strata::core::Query> BuildQuery(const DiscoverFlags& flags) {
-  strata::core::Query query;
-  std::string select = flags.select.empty() ? "type=vm" : flags.select;
-  absl::StatusOr<strata::core::Selector> selector = strata::core::ParseSelector(select);
-  if (!selector.ok()) return selector.status();
-  query.select = *std::move(selector);
-  query.direction = flags.upward ? strata::core::Direction::kUp : strata::core::Direction::kDown;
-  if (!flags.to_type.empty()) {
-    absl::StatusOr<strata::core::NodeType> type = strata::core::ParseNodeType(flags.to_type);
-    if (!type.ok()) return type.status();
-    query.to_type = *type;
-  }
-  query.max_depth = flags.depth;
-  return query;
-}
-
-int RunDiscover(const DiscoverFlags& flags) {
-  absl::StatusOr<AgentConfig> config = ResolveConfig(flags);
+int RunDiscover(const ConfigFlags& config_flags, const DiscoverFlags& flags) {
+  absl::StatusOr<AgentConfig> config = config_flags.Resolve();
   if (!config.ok()) return Fail(config.status());
-  absl::StatusOr<strata::core::Query> query = BuildQuery(flags);
-  if (!query.ok()) return Fail(query.status());
-
-  auto hypervisor = strata::hypervisor::LibvirtHypervisor::Open(config->connect);
-  if (!hypervisor.ok()) return Fail(hypervisor.status());
-  strata::storage::ResolverOptions resolver_options;
-  resolver_options.host_id = config->host_id;
-  resolver_options.dir_volumes = config->dir_volumes;
-  strata::storage::StorageResolver resolver(resolver_options);
-
-  strata::agent::DiscoveryRequest request;
-  request.host_id = config->host_id;
-  request.vms = flags.vms;
-  absl::StatusOr<strata::core::Graph> graph =
-      strata::agent::DiscoverHost(**hypervisor, resolver, request);
-  if (!graph.ok()) return Fail(graph.status());
-
-  absl::StatusOr<strata::core::Subgraph> result = strata::core::RunQuery(*graph, *query);
-  if (!result.ok()) return Fail(result.status());
-  if (flags.json) {
-    std::cout << strata::core::ToJson(*graph, *result).dump(2) << "\n";
-  } else {
-    std::cout << strata::core::ToTree(*graph, *result, query->direction);
+  if (absl::Status status = SetUpLogging(config->log_level == "info" ? "warn" : config->log_level);
+      !status.ok()) {
+    return Fail(status);
   }
-  if (result->roots.empty()) {
-    std::fprintf(stderr, "strata-agent: no node matches '%s'\n",
-                 (flags.select.empty() ? std::string("type=vm") : flags.select).c_str());
+  strata::agent::PluginHost plugins;
+  absl::StatusOr<int> loaded = plugins.LoadDirectory(config->plugin_dir);
+  if (!loaded.ok()) return Fail(loaded.status());
+  for (const std::string& error : plugins.errors()) {
+    std::fprintf(stderr, "strata-agent: %s\n", error.c_str());
+  }
+  strata::agent::HostServices services(plugins, *config);
+  for (const std::string& error : services.PluginErrors()) {
+    if (std::find(plugins.errors().begin(), plugins.errors().end(), error) ==
+        plugins.errors().end()) {
+      std::fprintf(stderr, "strata-agent: %s\n", error.c_str());
+    }
+  }
+  strata::agent::DiscoverParams params;
+  params.vms = flags.vms;
+  // The CLI always prints a tree from the selected nodes (default: every VM) downward.
+  params.select = flags.select.empty() ? "type=vm" : flags.select;
+  params.to_type = flags.to_type;
+  params.upward = flags.upward;
+  params.max_depth = flags.depth < 0 ? 0 : flags.depth;
+  absl::StatusOr<strata::agent::DiscoverResult> result = services.Discover(params);
+  if (!result.ok()) return Fail(result.status());
+  const auto direction =
+      flags.upward ? strata::core::Direction::kUp : strata::core::Direction::kDown;
+  if (flags.json) {
+    std::cout << strata::core::ToJson(result->graph, result->selected).dump(2) << "\n";
+  } else {
+    std::cout << strata::core::ToTree(result->graph, result->selected, direction);
+  }
+  if (result->selected.roots.empty()) {
+    std::fprintf(stderr, "strata-agent: no node matches '%s'\n", params.select.c_str());
     return 3;
   }
+  return 0;
+}
+
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void OnSignal(int signal) { g_signal = signal; }
+
+int RunDaemon(const ConfigFlags& config_flags) {
+  absl::StatusOr<AgentConfig> config = config_flags.Resolve();
+  if (!config.ok()) return Fail(config.status());
+  if (absl::Status status = SetUpLogging(config->log_level); !status.ok()) return Fail(status);
+  // Block SIGINT/SIGTERM in every thread (gRPC's included); the main thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  strata::agent::AgentOptions options;
+  options.config = *config;
+  absl::StatusOr<std::unique_ptr<strata::agent::Agent>> agent =
+      strata::agent::Agent::Start(std::move(options));
+  if (!agent.ok()) return Fail(agent.status());
+  std::printf("strata-agent: listening grpc=%s host=%s\n", (*agent)->endpoint().c_str(),
+              config->host_id.c_str());
+  std::fflush(stdout);
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("received signal {}; shutting down", signal);
+  (*agent)->Stop();
+  agent->reset();
+  spdlog::info("stopped");
   return 0;
 }
 
@@ -121,20 +214,22 @@ int main(int argc, char** argv) {
       "every disk lives, down to the storage system)."};
   app.require_subcommand(1);
 
+  ConfigFlags run_config;
+  CLI::App* run_cmd = app.add_subcommand(
+      "run",
+      "Run the agent: serve the gRPC host services (Agent, Discovery, Events, Backup, Restore),\n"
+      "reconcile periodically and register with stratad. Prints\n"
+      "'strata-agent: listening grpc=HOST:PORT host=HOST_ID' on stdout once serving.");
+  run_config.Add(run_cmd, /*daemon=*/true);
+
+  ConfigFlags discover_config;
   DiscoverFlags discover;
   CLI::App* discover_cmd = app.add_subcommand(
       "discover",
       "Print this host's resource graph: every VM (or those selected) and the chain below each\n"
       "disk: file -> mount -> file-system volume -> block device -> LUN -> storage volume ->\n"
       "storage system.");
-  discover_cmd->add_option("--config", discover.config_file, "Agent config file (TOML)")
-      ->check(CLI::ExistingFile);
-  discover_cmd->add_option("--connect,-c", discover.connect,
-                           "Hypervisor URI, e.g. qemu:///system or test:///abs/path/host.xml");
-  discover_cmd->add_option("--host-id", discover.host_id,
-                           "This host's identity in the graph (default: the host name)");
-  discover_cmd->add_option("--dir-volume", discover.dir_volumes,
-                           "A dir storage volume as NAME=/path (repeatable)");
+  discover_config.Add(discover_cmd, /*daemon=*/false);
   discover_cmd->add_option("--vm", discover.vms, "Only this VM, by name or UUID (repeatable)");
   discover_cmd->add_option("--select", discover.select,
                            "Start from the nodes that match, e.g. 'type=storage_volume name=gold'"
@@ -157,15 +252,12 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
+  if (*run_cmd) return RunDaemon(run_config);
   if (*discover_cmd) {
     if (discover.vms.size() > 0 && !discover.select.empty()) {
       return Fail(absl::InvalidArgumentError("--vm and --select cannot be combined"));
     }
-    if (!discover.vms.empty()) {
-      // The hypervisor filtered the VMs already; select every VM that remains.
-      discover.select = "type=vm";
-    }
-    return RunDiscover(discover);
+    return RunDiscover(discover_config, discover);
   }
   if (*site_cmd) {
     absl::StatusOr<strata::agent::SampleSite> site = strata::agent::GenerateSampleSite(site_dir);

@@ -1,6 +1,9 @@
 #include "strata/core/graph.h"
 
+#include <algorithm>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -185,6 +188,29 @@ TEST(Graph, ClearOutEdges) {
   EXPECT_EQ(g.edge_count(), 1u);
 }
 
+TEST(Graph, RemoveEdgeRemovesOnlyThatEdge) {
+  Graph g;
+  NodeIndex a = Add(g, NodeType::kVm, "vm:a");
+  NodeIndex b = Add(g, NodeType::kVirtualDisk, "disk:a:vda");
+  NodeIndex c = Add(g, NodeType::kVmConfig, "vm_config:a");
+  g.AddEdge(a, b, EdgeType::kHasDisk);
+  g.AddEdge(a, c, EdgeType::kHasConfig);
+  g.AddEdge(a, b, EdgeType::kBackedBy);
+  ASSERT_EQ(g.edge_count(), 3u);
+  EXPECT_TRUE(g.RemoveEdge(a, b, EdgeType::kHasDisk));
+  EXPECT_FALSE(g.RemoveEdge(a, b, EdgeType::kHasDisk));   // already gone
+  EXPECT_FALSE(g.RemoveEdge(b, a, EdgeType::kBackedBy));  // never existed
+  EXPECT_EQ(g.edge_count(), 2u);
+  EXPECT_THAT(g.OutEdges(a), UnorderedElementsAre(EdgeRef{c, EdgeType::kHasConfig},
+                                                  EdgeRef{b, EdgeType::kBackedBy}));
+  EXPECT_THAT(g.InEdges(b), ElementsAre(EdgeRef{a, EdgeType::kBackedBy}));
+  g.AddEdge(a, b, EdgeType::kHasDisk);  // can be added again
+  EXPECT_EQ(g.edge_count(), 3u);
+  g.RemoveNode(b);
+  EXPECT_FALSE(g.RemoveEdge(a, b, EdgeType::kBackedBy));
+  EXPECT_EQ(g.edge_count(), 1u);
+}
+
 TEST(Graph, FindByNameReturnsEveryNodeWithThatName) {
   Graph g;
   const NodeIndex a = Add(g, NodeType::kVirtualDisk, "vd:1", "vda");
@@ -198,6 +224,115 @@ TEST(Graph, FindByNameReturnsEveryNodeWithThatName) {
 }
 
 // Two hosts see the same storage system; the merged graph has it once.
+TEST(Graph, FindByNameAfterRenamesAndRemovals) {
+  Graph g;
+  const NodeIndex a = Add(g, NodeType::kVirtualDisk, "vd:1", "vda");
+  const NodeIndex b = Add(g, NodeType::kVirtualDisk, "vd:2", "vda");
+  const NodeIndex c = Add(g, NodeType::kVirtualDisk, "vd:3:vda", "vda");  // name ends the id
+  const NodeIndex d = Add(g, NodeType::kVirtualDisk, "vd:4", "vda");
+  EXPECT_THAT(g.FindByName("vda"), ElementsAre(a, b, c, d));
+  g.RemoveNode(a);  // the oldest
+  EXPECT_THAT(g.FindByName("vda"), ElementsAre(b, c, d));
+  Add(g, NodeType::kVirtualDisk, "vd:2", "vdb");  // rename
+  EXPECT_THAT(g.FindByName("vda"), ElementsAre(c, d));
+  EXPECT_THAT(g.FindByName("vdb"), ElementsAre(b));
+  Add(g, NodeType::kVirtualDisk, "vd:2", "vda");  // and back: now the newest
+  EXPECT_THAT(g.FindByName("vda"), ElementsAre(c, d, b));
+  g.RemoveNode(d);
+  EXPECT_THAT(g.FindByName("vda"), ElementsAre(c, b));
+  EXPECT_EQ(g.Name(b), "vda");
+  EXPECT_EQ(g.Name(c), "vda");
+  EXPECT_EQ(g.Id(c), "vd:3:vda");
+  const NodeIndex e = Add(g, NodeType::kVirtualDisk, "vd:5");  // empty names are found too
+  EXPECT_THAT(g.FindByName(""), ElementsAre(e));
+}
+
+TEST(Graph, FindByNamePrefix) {
+  Graph g;
+  const NodeIndex a = Add(g, NodeType::kVm, "vm:1", "web02");
+  const NodeIndex b = Add(g, NodeType::kVm, "vm:2", "db01");
+  const NodeIndex c = Add(g, NodeType::kVm, "vm:3", "web01");
+  const NodeIndex d = Add(g, NodeType::kHost, "host:1", "web03");
+  // In NodesOfType order, whatever the names' order.
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web"), ElementsAre(a, c));
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web01"), ElementsAre(c));
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web011"), IsEmpty());
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, ""), ElementsAre(a, b, c));
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "x"), IsEmpty());
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kHost, "web"), ElementsAre(d));
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kLun, "web"), IsEmpty());
+  // Every mutation that touches names or the node set is seen by the next call.
+  const NodeIndex e = Add(g, NodeType::kVm, "vm:4", "web00");
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web"), ElementsAre(a, c, e));
+  Add(g, NodeType::kVm, "vm:1", "app01");
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web"), ElementsAre(c, e));
+  g.RemoveNode(c);
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web"), ElementsAre(e));
+  Graph copy = g;
+  g.RemoveNode(e);
+  EXPECT_THAT(g.FindByNamePrefix(NodeType::kVm, "web"), IsEmpty());
+  EXPECT_THAT(copy.FindByNamePrefix(NodeType::kVm, "web"), ElementsAre(e));
+}
+
+TEST(Graph, FindByNamePrefixFromConcurrentReaders) {
+  Graph g;
+  for (int i = 0; i < 5000; ++i) {
+    Add(g, NodeType::kVm, "vm:" + std::to_string(i), "vm-" + std::to_string(i));
+  }
+  std::vector<size_t> found(4);
+  std::vector<std::thread> readers;
+  for (size_t t = 0; t < found.size(); ++t) {
+    readers.emplace_back(
+        [&g, &found, t] { found[t] = g.FindByNamePrefix(NodeType::kVm, "vm-12").size(); });
+  }
+  for (auto& r : readers) r.join();
+  for (size_t n : found) EXPECT_EQ(n, 111u);  // vm-12, vm-120..129, vm-1200..1299
+}
+
+// One edge each way is kept inside the node record; lists move between that and the pool.
+TEST(Graph, EdgeListsGrowAndShrinkInEveryOrder) {
+  Graph g;
+  const NodeIndex hub = Add(g, NodeType::kStorageVolume, "sv:1");
+  std::vector<NodeIndex> leaves;
+  for (int i = 0; i < 6; ++i) {
+    leaves.push_back(Add(g, NodeType::kFile, "file:" + std::to_string(i)));
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (NodeIndex l : leaves) {
+      g.AddEdge(l, hub, EdgeType::kInVolume);
+      g.AddEdge(hub, l, EdgeType::kBackedBy);  // both directions, so the hub has both lists
+    }
+    EXPECT_EQ(g.InEdges(hub).size(), 6u);
+    EXPECT_EQ(g.OutEdges(hub).size(), 6u);
+    // Remove from the middle, the front and the back until empty.
+    const std::vector<size_t> order =
+        round == 0 ? std::vector<size_t>{2, 0, 5, 1, 4, 3} : std::vector<size_t>{5, 4, 3, 2, 1, 0};
+    for (size_t k = 0; k < order.size(); ++k) {
+      EXPECT_TRUE(g.RemoveEdge(leaves[order[k]], hub, EdgeType::kInVolume));
+      EXPECT_TRUE(g.RemoveEdge(hub, leaves[order[k]], EdgeType::kBackedBy));
+      std::vector<EdgeRef> in_expected, out_expected;
+      for (size_t i = 0; i < leaves.size(); ++i) {
+        if (std::find(order.begin(), order.begin() + k + 1, i) != order.begin() + k + 1) continue;
+        in_expected.push_back({leaves[i], EdgeType::kInVolume});
+        out_expected.push_back({leaves[i], EdgeType::kBackedBy});
+      }
+      EXPECT_EQ(std::vector<EdgeRef>(g.InEdges(hub).begin(), g.InEdges(hub).end()), in_expected);
+      EXPECT_EQ(std::vector<EdgeRef>(g.OutEdges(hub).begin(), g.OutEdges(hub).end()), out_expected);
+      EXPECT_THAT(g.OutEdges(leaves[order[k]]), IsEmpty());
+    }
+    EXPECT_EQ(g.edge_count(), 0u);
+  }
+  // Self-loops next to ordinary edges, removed with the node.
+  g.AddEdge(hub, hub, EdgeType::kBackedBy);
+  g.AddEdge(hub, leaves[0], EdgeType::kBackedBy);
+  g.AddEdge(leaves[1], hub, EdgeType::kInVolume);
+  EXPECT_EQ(g.edge_count(), 3u);
+  g.RemoveNode(hub);
+  EXPECT_EQ(g.edge_count(), 0u);
+  EXPECT_THAT(g.InEdges(leaves[0]), IsEmpty());
+  EXPECT_THAT(g.OutEdges(leaves[1]), IsEmpty());
+}
+
 TEST(Graph, MergeSharesNodesById) {
   Graph h1, h2;
   {

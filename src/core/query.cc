@@ -99,6 +99,11 @@ bool HasGlobMeta(std::string_view pattern) {
   return pattern.find_first_of("*?[") != std::string_view::npos;
 }
 
+// The part of a glob before its first special character: every match starts with it.
+std::string_view LiteralPrefix(std::string_view pattern) {
+  return pattern.substr(0, std::min(pattern.find_first_of("*?[\\"), pattern.size()));
+}
+
 struct CompiledMatch {
   enum Kind { kId, kName, kAttr } kind;
   std::string_view key;
@@ -312,6 +317,7 @@ std::vector<NodeIndex> Select(const Graph& graph, const Selector& selector) {
   matches.reserve(selector.matches.size());
   const AttrMatch* exact_id = nullptr;
   const AttrMatch* exact_name = nullptr;
+  std::string_view name_prefix;  // the longest literal prefix of a name glob
   for (const AttrMatch& m : selector.matches) {
     CompiledMatch c{CompiledMatch::kAttr, m.key, m.pattern, HasGlobMeta(m.pattern)};
     if (m.key == "id") {
@@ -320,6 +326,10 @@ std::vector<NodeIndex> Select(const Graph& graph, const Selector& selector) {
     } else if (m.key == "name") {
       c.kind = CompiledMatch::kName;
       if (!c.glob && !exact_name) exact_name = &m;
+      if (c.glob) {
+        const std::string_view prefix = LiteralPrefix(m.pattern);
+        if (prefix.size() > name_prefix.size()) name_prefix = prefix;
+      }
     }
     matches.push_back(c);
   }
@@ -335,6 +345,16 @@ std::vector<NodeIndex> Select(const Graph& graph, const Selector& selector) {
     if (auto n = graph.Find(exact_id->pattern)) filter(std::span<const NodeIndex>(&*n, 1));
   } else if (exact_name) {
     filter(graph.FindByName(exact_name->pattern));
+  } else if (!name_prefix.empty() && selector.type) {
+    filter(graph.FindByNamePrefix(*selector.type, name_prefix));
+  } else if (!name_prefix.empty()) {
+    std::vector<NodeIndex> candidates;
+    for (int t = 0; t < kNodeTypeCount; ++t) {
+      auto of_type = graph.FindByNamePrefix(static_cast<NodeType>(t), name_prefix);
+      candidates.insert(candidates.end(), of_type.begin(), of_type.end());
+    }
+    std::sort(candidates.begin(), candidates.end());  // AllNodes order
+    filter(candidates);
   } else if (selector.type) {
     filter(graph.NodesOfType(*selector.type));
   } else {
@@ -373,7 +393,9 @@ absl::StatusOr<Subgraph> RunQuery(const Graph& graph, const Query& query) {
     if (query.max_depth >= 0 && d >= query.max_depth) continue;
     if (query.to_type && graph.Type(n) == *query.to_type) continue;  // a target: stop here
     for (const EdgeRef& e : down ? graph.OutEdges(n) : graph.InEdges(n)) {
+      const size_t known = t.order.size();
       const uint32_t to = t.Visit(e.node, d + 1);
+      if (t.order.size() != known) graph.Prefetch(e.node);  // read when its turn comes
       t.steps.push_back(Step{static_cast<uint32_t>(i), to, e.type});
     }
   }

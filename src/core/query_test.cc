@@ -158,6 +158,36 @@ TEST(Select, ExactGlobAndAttributes) {
   EXPECT_EQ(Select(f.g, Selector{}).size(), f.g.node_count());
 }
 
+// Name globs with a literal prefix are answered from the name index; the answer must be the
+// one a full scan gives, in the same order.
+TEST(Select, PrefixGlobsMatchAFullScan) {
+  Graph g;
+  std::mt19937 rng(7);
+  const char* kNames[] = {"web", "web0", "db", "w[b", "w*b", "we?", ""};
+  for (int i = 0; i < 400; ++i) {
+    const auto type = static_cast<NodeType>(rng() % 3);
+    const std::string name = std::string(kNames[rng() % 7]) + std::to_string(rng() % 50);
+    Add(g, type, "n:" + std::to_string(i), name);
+  }
+  for (int i = 0; i < 400; i += 7) g.RemoveNode(static_cast<NodeIndex>(i));  // holes, reuse
+  for (int i = 0; i < 20; ++i) Add(g, NodeType::kHost, "late:" + std::to_string(i), "web1");
+  for (const char* pattern : {"web*", "web0?", "web1*", "w\\[b*", "w[*]b*", "w\\*b1*", "we?*",
+                              "db4[0-9]", "x*", "*", "w"}) {
+    for (const char* type : {"", "type=cluster ", "type=host ", "type=vm "}) {
+      SCOPED_TRACE(std::string(type) + pattern);
+      Selector sel = Sel(type);
+      sel.matches.push_back({"name", pattern});
+      std::vector<NodeIndex> expected;
+      for (NodeIndex n : sel.type ? std::vector<NodeIndex>(g.NodesOfType(*sel.type).begin(),
+                                                           g.NodesOfType(*sel.type).end())
+                                  : g.AllNodes()) {
+        if (GlobMatch(pattern, g.Name(n))) expected.push_back(n);
+      }
+      EXPECT_EQ(Select(g, sel), expected);
+    }
+  }
+}
+
 Query Traversal(std::string_view selector, Direction dir, std::optional<NodeType> to = std::nullopt,
                 int depth = -1) {
   Query q;

@@ -14,6 +14,8 @@
 #include "strata/core/graph.h"
 #include "strata/storage/resolver.h"
 
+#include "dir_plugin.h"
+
 namespace strata::storage {
 namespace {
 
@@ -104,7 +106,9 @@ class LoopDeviceTest : public ::testing::TestWithParam<std::string> {
 TEST_P(LoopDeviceTest, ResolvesFileThroughMountFsAndLoopBackingFile) {
   ResolverOptions options;
   options.host_id = "live";
-  options.dir_volumes = {DirVolume{"loop-vol", mnt_ + "/sub dir"}};
+  std::unique_ptr<plugin::StoragePlugin> dir =
+      plugins::dir::MakeDirPlugin({"live", {{"loop-vol", mnt_ + "/sub dir"}}});
+  options.storage_plugins = {dir.get()};
   StorageResolver resolver(options);  // live SystemView, libblkid probe
   Graph graph;
   std::string path = mnt_ + "/sub dir/disk ü.qcow2";

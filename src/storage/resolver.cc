@@ -96,7 +96,7 @@ struct StorageResolver::Impl {
     sysfs = std::make_unique<SysfsReader>(opts.system);
     mounts.reset();
     probes.clear();
-    dir_roots.reset();
+    locations.clear();
   }
 
   std::string MountInfoPath() const { return opts.system.proc_root + "/self/mountinfo"; }
@@ -172,41 +172,67 @@ struct StorageResolver::Impl {
                           {"options", mount->options}}));
     graph.AddEdge(file, mount_node, EdgeType::kOnMount);
     graph.AddEdge(mount_node, fs.node, EdgeType::kMounts);
-    STRATA_RETURN_IF_ERROR(DirVolumes(graph, file, *mount, *canonical, *table, depth));
+    STRATA_RETURN_IF_ERROR(PluginVolumes(
+        graph, file, fs,
+        plugin::FileLocation{*canonical, fs.id, MountTable::PathInFs(*mount, *canonical),
+                             mount->mount_point}));
     return file;
   }
 
-  // A dir volume holds a file when both are on the same file system (same device number in
-  // the mount table, so bind mounts count) and the volume's directory is a prefix of the
-  // file's path inside that file system.
-  absl::Status DirVolumes(Graph& graph, NodeIndex file, const MountEntry& file_mount,
-                          const std::string& canonical, const MountTable& table, int depth) {
-    if (!dir_roots.has_value()) {
-      dir_roots.emplace();
-      for (const DirVolume& volume : opts.dir_volumes) {
-        absl::StatusOr<std::string> root = ResolveLogicalPath(sysfs->fs_mapper(), volume.path);
-        if (!root.ok()) continue;
-        const MountEntry* mount = table.FindMount(*root);
-        if (mount == nullptr) continue;
-        dir_roots->push_back(DirRoot{volume, *mount, MountTable::PathInFs(*mount, *root)});
+  // Asks every storage plug-in which of its volumes hold the file: file -in_volume-> volume
+  // -on_device-> the file's fs_volume.
+  absl::Status PluginVolumes(Graph& graph, NodeIndex file, const FsNode& fs,
+                             const plugin::FileLocation& location) {
+    for (plugin::StoragePlugin* storage : opts.storage_plugins) {
+      for (const plugin::VolumeClaim& claim : storage->ClaimFile(location, locator)) {
+        STRATA_ASSIGN_OR_RETURN(NodeIndex sv,
+                                graph.UpsertNode(NodeType::kStorageVolume, claim.volume_id,
+                                                 claim.volume_name, claim.attrs));
+        graph.AddEdge(file, sv, EdgeType::kInVolume);
+        graph.AddEdge(sv, fs.node, EdgeType::kOnDevice);
       }
-    }
-    std::string file_in_fs = MountTable::PathInFs(file_mount, canonical);
-    for (const DirRoot& root : *dir_roots) {
-      if (root.mount.DevNum() != file_mount.DevNum() || root.mount.source != file_mount.source ||
-          !IsPathPrefix(root.in_fs, file_in_fs)) {
-        continue;
-      }
-      STRATA_ASSIGN_OR_RETURN(FsNode fs, FsVolume(graph, root.mount, depth));
-      std::string id = Cat("sv:dir:", StripFs(fs.id), ":", root.in_fs);
-      STRATA_ASSIGN_OR_RETURN(NodeIndex sv,
-                              graph.UpsertNode(NodeType::kStorageVolume, id, root.volume.name,
-                                               {{"kind", "dir"}, {"path", root.volume.path}}));
-      graph.AddEdge(file, sv, EdgeType::kInVolume);
-      graph.AddEdge(sv, fs.node, EdgeType::kOnDevice);
     }
     return absl::OkStatus();
   }
+
+  // Where a path is, for plug-ins: the fs id as FsVolume names it (computed in a scratch graph,
+  // so that locating a volume's root adds nothing to the caller's graph).
+  std::optional<plugin::FileLocation> Locate(const std::string& path) {
+    if (auto it = locations.find(path); it != locations.end()) return it->second;
+    // Placeholder first: locating a root on a loop device resolves the loop's backing file,
+    // which asks the plug-ins again; the inner call then sees "not located" instead of recursing.
+    locations.emplace(path, std::nullopt);
+    std::optional<plugin::FileLocation> location = LocateUncached(path);
+    locations[path] = location;
+    return location;
+  }
+
+  std::optional<plugin::FileLocation> LocateUncached(const std::string& path) {
+    absl::StatusOr<std::string> canonical = ResolveLogicalPath(sysfs->fs_mapper(), path);
+    if (!canonical.ok()) return std::nullopt;
+    struct stat st;
+    if (stat(sysfs->fs_mapper()(*canonical).c_str(), &st) != 0) return std::nullopt;
+    const absl::StatusOr<MountTable>& table = Mounts();
+    if (!table.ok()) return std::nullopt;
+    const MountEntry* mount = table->FindMount(*canonical);
+    if (mount == nullptr) return std::nullopt;
+    Graph scratch;
+    absl::StatusOr<FsNode> fs = FsVolume(scratch, *mount, 0);
+    if (!fs.ok()) return std::nullopt;
+    return plugin::FileLocation{*canonical, fs->id, MountTable::PathInFs(*mount, *canonical),
+                                mount->mount_point};
+  }
+
+  class Locator final : public plugin::PathLocator {
+   public:
+    explicit Locator(Impl* impl) : impl_(impl) {}
+    std::optional<plugin::FileLocation> Locate(const std::string& path) override {
+      return impl_->Locate(path);
+    }
+
+   private:
+    Impl* impl_;
+  };
 
   // nfs (server:/export), cifs (//server/share) and other network file systems: the fs_volume,
   // the export as a storage_volume and the server as a storage_system.
@@ -636,12 +662,8 @@ struct StorageResolver::Impl {
   std::unique_ptr<SysfsReader> sysfs;
   std::optional<absl::StatusOr<MountTable>> mounts;
   std::map<std::string, absl::StatusOr<FsProbe>> probes;
-  struct DirRoot {
-    DirVolume volume;
-    MountEntry mount;   // the mount the volume's directory is on
-    std::string in_fs;  // the directory's path inside that file system
-  };
-  std::optional<std::vector<DirRoot>> dir_roots;
+  std::map<std::string, std::optional<plugin::FileLocation>> locations;
+  Locator locator{this};
 };
 
 StorageResolver::StorageResolver(ResolverOptions options)
@@ -649,6 +671,10 @@ StorageResolver::StorageResolver(ResolverOptions options)
 StorageResolver::~StorageResolver() = default;
 
 void StorageResolver::Refresh() { impl_->Reset(); }
+
+std::optional<plugin::FileLocation> StorageResolver::Locate(const std::string& path) {
+  return impl_->Locate(path);
+}
 
 absl::StatusOr<core::NodeIndex> StorageResolver::ResolveFile(core::Graph& graph,
                                                              const std::string& path) {

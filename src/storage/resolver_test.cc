@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "dir_plugin.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "strata/core/graph.h"
@@ -24,6 +25,7 @@ using ::testing::Contains;
 using ::testing::IsEmpty;
 using ::testing::IsSupersetOf;
 using ::testing::Not;
+using DirVolume = plugin::StorageVolumeConfig;
 
 std::string SystemDir(const std::string& name) {
   return std::string(STRATA_TEST_DATA_DIR) + "/systems/" + name;
@@ -63,7 +65,8 @@ class RecordedTest : public ::testing::Test {
     ResolverOptions options;
     options.host_id = host;
     options.system = *view;
-    options.dir_volumes = std::move(dir_volumes);
+    dir_plugin_ = plugins::dir::MakeDirPlugin({host, std::move(dir_volumes)});
+    options.storage_plugins = {dir_plugin_.get()};
     resolver_ = std::make_unique<StorageResolver>(std::move(options));
   }
 
@@ -84,6 +87,7 @@ class RecordedTest : public ::testing::Test {
   }
 
   SystemView view_;
+  std::unique_ptr<plugin::StoragePlugin> dir_plugin_;  // before the resolver that uses it
   std::unique_ptr<StorageResolver> resolver_;
   Graph graph_;
 };

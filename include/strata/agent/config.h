@@ -1,7 +1,14 @@
 // strata-agent configuration: a TOML file, every key also settable by a command-line flag.
 //
 //   host_id = "host-a"                      # identity of this host in the resource graph
+//   cluster = "prod"                        # cluster name (optional)
 //   connect = "qemu:///system"              # hypervisor URI (libvirt)
+//   listen = "127.0.0.1:7071"               # gRPC services; port 0 = any free port
+//   server = "127.0.0.1:7070"               # stratad's gRPC address; "" = standalone
+//   plugin_dir = "/usr/lib/strata/plugins"  # default: <exe dir>/../lib/strata/plugins
+//   hypervisor = "libvirt"                  # name of the hypervisor plug-in
+//   reconcile_interval = 30.0               # seconds between reconciliation discoveries; 0 = off
+//   log_level = "info"                      # trace, debug, info, warn, error, off
 //   [[storage.dir]]                         # directory-backed storage volumes (dir plug-in)
 //   name = "gold"
 //   path = "/srv/volumes/gold"
@@ -11,15 +18,29 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "strata/storage/resolver.h"
+#include "strata/plugin/storage.h"
 
 namespace strata::agent {
+
+inline constexpr char kDefaultListen[] = "127.0.0.1:7071";
+inline constexpr char kDefaultServer[] = "127.0.0.1:7070";
 
 struct AgentConfig {
   std::string host_id;
   std::string connect;
-  std::vector<storage::DirVolume> dir_volumes;
+  std::vector<plugin::StorageVolumeConfig> dir_volumes;
+  std::string cluster;
+  std::string listen = kDefaultListen;
+  std::string server = kDefaultServer;  // empty: standalone, no registration
+  std::string plugin_dir;               // empty: PluginHost::DefaultPluginDirectory()
+  std::string hypervisor = "libvirt";
+  double reconcile_interval_s = 30;
+  std::string log_level = "info";
 };
+
+// Splits "HOST:PORT" ("[::1]:7071" for IPv6); the port must be 0..65535. The error names `what`:
+// "'listen' must look like HOST:PORT, got 'x'".
+absl::Status CheckHostPort(const std::string& address, const std::string& what);
 
 // Reads and validates a config file. Errors name the file, and the line and key at fault:
 // "config '/etc/strata/agent.toml': line 3: 'connect' must be a string".

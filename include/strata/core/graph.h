@@ -7,8 +7,9 @@
 // (`fs:<uuid>`, `lun:<wwid>`, `ss:ceph:<fsid>`), so that graphs from several hosts merge into one
 // node per real thing. See docs/architecture.md for the id scheme.
 //
-// Memory layout: strings (ids, names, attribute keys and values) are interned once; nodes are
-// small fixed records; adjacency is kept in both directions. The graph holds no I/O.
+// Memory layout: strings (ids, names, attribute keys and values) are stored once; nodes are
+// small fixed records; adjacency is kept in both directions, a single edge inside the node
+// record. The graph holds no I/O.
 //
 // Threading: a Graph is a value. Concurrent const access is safe; any mutation needs exclusive
 // access (the owner decides how, e.g. stratad guards its merged graph with a shared mutex).
@@ -107,6 +108,8 @@ class Graph {
   bool RemoveNode(NodeIndex node);
   // Removes every edge from `node` (used when re-describing a node from fresh data).
   void ClearOutEdges(NodeIndex node);
+  // Removes the edge (from, to, type). Returns false when it did not exist. O(degree).
+  bool RemoveEdge(NodeIndex from, NodeIndex to, EdgeType type);
 
   // Copies every node and edge of `other` into this graph, merging by id.
   absl::Status Merge(const Graph& other);
@@ -116,6 +119,10 @@ class Graph {
   std::span<const NodeIndex> NodesOfType(NodeType type) const;
   // Every live node whose name is exactly `name`.
   std::vector<NodeIndex> FindByName(std::string_view name) const;
+  // Every live node of `type` whose name starts with `prefix`, in NodesOfType order. Served from
+  // a per-type name-sorted index, built on the first call after a mutation (O(n log n) once;
+  // later calls cost O(log n + matches)); safe under concurrent const access.
+  std::vector<NodeIndex> FindByNamePrefix(NodeType type, std::string_view prefix) const;
   // Every live node index; useful for full scans.
   std::vector<NodeIndex> AllNodes() const;
 
@@ -129,6 +136,9 @@ class Graph {
   std::vector<std::pair<std::string_view, std::string_view>> Attrs(NodeIndex node) const;
   std::span<const EdgeRef> OutEdges(NodeIndex node) const;  // downward: what node rests on
   std::span<const EdgeRef> InEdges(NodeIndex node) const;   // upward: what rests on node
+  // A hint that `node` will be read soon (traversals call it as they discover nodes). No effect
+  // on the graph's contents; any index is accepted.
+  void Prefetch(NodeIndex node) const;
 
   size_t node_count() const;  // live nodes
   size_t edge_count() const;

@@ -3,6 +3,7 @@
 //
 //   file -> mount_point -> fs_volume -> block_device (-> parent/slave/loop file ...)
 //        -> lun -> storage_volume -> storage_system
+//   file -> storage_volume (claimed by a storage plug-in, e.g. dir) -> fs_volume
 //
 // Block and pass-through disks enter at the block_device step; network disks (rbd, iscsi, nbd,
 // nfs, gluster, http...) map directly to storage_volume/storage_system (and lun for iscsi).
@@ -27,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "strata/core/graph.h"
 #include "strata/hypervisor/domain.h"
+#include "strata/plugin/storage.h"
 
 namespace strata::storage {
 
@@ -53,16 +55,12 @@ struct SystemView {
   std::string dev_numbers;
 };
 
-// A directory-backed storage volume served by the `dir` storage plug-in.
-struct DirVolume {
-  std::string name;  // operator's name, e.g. "images-a"
-  std::string path;  // absolute directory
-};
-
 struct ResolverOptions {
   std::string host_id;  // identity of the host doing the resolving (for host-local nodes)
   SystemView system;
-  std::vector<DirVolume> dir_volumes;
+  // Storage plug-ins asked about every resolved file (ClaimFile), in this order. Not owned: they
+  // must outlive the resolver, and are used only from the resolver's thread.
+  std::vector<plugin::StoragePlugin*> storage_plugins;
 };
 
 class StorageResolver {
@@ -85,6 +83,11 @@ class StorageResolver {
   // Dispatches on source.kind (kFile, kDir, kBlock, kNetwork, kVolume with a path).
   absl::StatusOr<core::NodeIndex> ResolveSource(core::Graph& graph,
                                                 const hypervisor::DiskSource& source);
+
+  // Where `path` is: its file system's node id, its path inside that file system and the mount
+  // (what storage plug-ins get). nullopt when it does not exist or is on no known mount.
+  // Cached until Refresh().
+  std::optional<plugin::FileLocation> Locate(const std::string& path);
 
  private:
   struct Impl;

@@ -175,59 +175,8 @@ absl::StatusOr<uint64_t> ScaledToKiB(absl::string_view text, absl::string_view u
 
 }  // namespace
 
-std::string_view DomainStateName(DomainState state) {
-  switch (state) {
-    case DomainState::kUnknown:
-      return "unknown";
-    case DomainState::kRunning:
-      return "running";
-    case DomainState::kBlocked:
-      return "blocked";
-    case DomainState::kPaused:
-      return "paused";
-    case DomainState::kShutdown:
-      return "shutdown";
-    case DomainState::kShutoff:
-      return "shutoff";
-    case DomainState::kCrashed:
-      return "crashed";
-    case DomainState::kSuspended:
-      return "pmsuspended";
-  }
-  return "unknown";
-}
-
-std::string_view DiskSourceKindName(DiskSourceKind kind) {
-  switch (kind) {
-    case DiskSourceKind::kFile:
-      return "file";
-    case DiskSourceKind::kBlock:
-      return "block";
-    case DiskSourceKind::kNetwork:
-      return "network";
-    case DiskSourceKind::kVolume:
-      return "volume";
-    case DiskSourceKind::kDir:
-      return "dir";
-    case DiskSourceKind::kNone:
-      return "none";
-  }
-  return "none";
-}
-
-std::string_view DiskDeviceName(DiskDevice device) {
-  switch (device) {
-    case DiskDevice::kDisk:
-      return "disk";
-    case DiskDevice::kCdrom:
-      return "cdrom";
-    case DiskDevice::kFloppy:
-      return "floppy";
-    case DiskDevice::kLun:
-      return "lun";
-  }
-  return "disk";
-}
+// DomainStateName, DiskSourceKindName and DiskDeviceName live in the plug-in SDK library
+// (src/agent/plugins/hypervisor_names.cc): the agent needs them without libvirt.
 
 absl::StatusOr<Domain> ParseDomainXml(std::string_view xml) {
   pugi::xml_document document;

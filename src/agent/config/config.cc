@@ -7,7 +7,7 @@
 
 #include <toml++/toml.h>
 
-#include "absl/strings/str_cat.h"
+#include "strata/util/strings.h"
 
 namespace strata::agent {
 namespace {
@@ -15,7 +15,7 @@ namespace {
 absl::Status ConfigError(const std::string& origin, const toml::source_region& where,
                          const std::string& message) {
   return absl::InvalidArgumentError(
-      absl::StrCat("config '", origin, "': line ", where.begin.line, ": ", message));
+      util::Cat("config '", origin, "': line ", where.begin.line, ": ", message));
 }
 
 // Reads an optional string key; a present value of another type is an error.
@@ -26,13 +26,36 @@ absl::Status ReadString(const toml::table& table, std::string_view key, const st
   const auto* value = node->as_string();
   if (value == nullptr) {
     return ConfigError(origin, node->source(),
-                       absl::StrCat("'", std::string(key), "' must be a string"));
+                       util::Cat("'", std::string(key), "' must be a string"));
   }
   out = value->get();
   return absl::OkStatus();
 }
 
+absl::Status ReadNumber(const toml::table& table, std::string_view key, const std::string& origin,
+                        double& out) {
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return absl::OkStatus();
+  if (auto value = node->value<double>(); value.has_value() && *value >= 0) {
+    out = *value;
+    return absl::OkStatus();
+  }
+  return ConfigError(origin, node->source(),
+                     util::Cat("'", key, "' must be a number of seconds (0 or more)"));
+}
+
 }  // namespace
+
+absl::Status CheckHostPort(const std::string& address, const std::string& what) {
+  const size_t colon = address.rfind(':');
+  uint64_t port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !util::ParseUint(std::string_view(address).substr(colon + 1), port) || port > 65535) {
+    return absl::InvalidArgumentError(
+        util::Cat("'", what, "' must look like HOST:PORT, got '", address, "'"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& origin) {
   toml::table root;
@@ -45,8 +68,26 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
   if (auto status = ReadString(root, "host_id", origin, config.host_id); !status.ok()) {
     return status;
   }
-  if (auto status = ReadString(root, "connect", origin, config.connect); !status.ok()) {
+  for (auto [key, target] : {std::pair<std::string_view, std::string*>{"connect", &config.connect},
+                             {"cluster", &config.cluster},
+                             {"listen", &config.listen},
+                             {"server", &config.server},
+                             {"plugin_dir", &config.plugin_dir},
+                             {"hypervisor", &config.hypervisor},
+                             {"log_level", &config.log_level}}) {
+    if (auto status = ReadString(root, key, origin, *target); !status.ok()) return status;
+  }
+  if (auto status = ReadNumber(root, "reconcile_interval", origin, config.reconcile_interval_s);
+      !status.ok()) {
     return status;
+  }
+  for (auto [key, value] :
+       {std::pair<std::string_view, const std::string*>{"listen", &config.listen},
+        {"server", &config.server}}) {
+    if (key == "server" && value->empty()) continue;  // standalone
+    if (auto status = CheckHostPort(*value, std::string(key)); !status.ok()) {
+      return ConfigError(origin, root.get(key)->source(), std::string(status.message()));
+    }
   }
   if (const toml::node* storage = root.get("storage"); storage != nullptr) {
     const toml::table* storage_table = storage->as_table();
@@ -64,7 +105,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
         if (dir == nullptr) {
           return ConfigError(origin, entry.source(), "each [[storage.dir]] entry must be a table");
         }
-        storage::DirVolume volume;
+        plugin::StorageVolumeConfig volume;
         if (auto status = ReadString(*dir, "name", origin, volume.name); !status.ok()) {
           return status;
         }
@@ -77,8 +118,8 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
         }
         if (volume.path.front() != '/') {
           return ConfigError(origin, entry.source(),
-                             absl::StrCat("storage volume '", volume.name, "': path '", volume.path,
-                                          "' must be absolute"));
+                             util::Cat("storage volume '", volume.name, "': path '", volume.path,
+                                       "' must be absolute"));
         }
         config.dir_volumes.push_back(std::move(volume));
       }
@@ -89,7 +130,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("config '", path, "' cannot be read"));
+  if (!in) return absl::NotFoundError(util::Cat("config '", path, "' cannot be read"));
   std::stringstream buffer;
   buffer << in.rdbuf();
   return ParseAgentConfig(buffer.str(), path);
@@ -98,10 +139,18 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
 std::string RenderAgentConfig(const AgentConfig& config) {
   toml::table root;
   if (!config.host_id.empty()) root.insert("host_id", config.host_id);
+  if (!config.cluster.empty()) root.insert("cluster", config.cluster);
   if (!config.connect.empty()) root.insert("connect", config.connect);
+  root.insert("listen", config.listen);
+  root.insert("server", config.server);
+  if (!config.plugin_dir.empty()) root.insert("plugin_dir", config.plugin_dir);
+  if (config.hypervisor != "libvirt") root.insert("hypervisor", config.hypervisor);
+  if (config.reconcile_interval_s != 30)
+    root.insert("reconcile_interval", config.reconcile_interval_s);
+  if (config.log_level != "info") root.insert("log_level", config.log_level);
   if (!config.dir_volumes.empty()) {
     toml::array dirs;
-    for (const storage::DirVolume& volume : config.dir_volumes) {
+    for (const plugin::StorageVolumeConfig& volume : config.dir_volumes) {
       dirs.push_back(toml::table{{"name", volume.name}, {"path", volume.path}});
     }
     root.insert("storage", toml::table{{"dir", std::move(dirs)}});

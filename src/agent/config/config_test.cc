@@ -26,14 +26,75 @@ path = "/srv/volumes/silver dir"
 }
 
 TEST(AgentConfigTest, RenderedConfigParsesBack) {
-  AgentConfig config{"h1", "qemu:///system", {{"gold", "/a/b"}, {"ü vol", "/c/d e"}}};
+  AgentConfig config;
+  config.host_id = "h1";
+  config.connect = "qemu:///system";
+  config.dir_volumes = {{"gold", "/a/b"}, {"ü vol", "/c/d e"}};
+  config.cluster = "lab";
+  config.listen = "127.0.0.1:0";
+  config.server = "";
+  config.plugin_dir = "/opt/strata/plugins";
+  config.reconcile_interval_s = 0.5;
   absl::StatusOr<AgentConfig> parsed = ParseAgentConfig(RenderAgentConfig(config), "rendered");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->cluster, "lab");
+  EXPECT_EQ(parsed->listen, "127.0.0.1:0");
+  EXPECT_EQ(parsed->server, "");
+  EXPECT_EQ(parsed->plugin_dir, "/opt/strata/plugins");
+  EXPECT_EQ(parsed->reconcile_interval_s, 0.5);
   EXPECT_EQ(parsed->host_id, "h1");
   EXPECT_EQ(parsed->connect, "qemu:///system");
   ASSERT_EQ(parsed->dir_volumes.size(), 2u);
   EXPECT_EQ(parsed->dir_volumes[1].name, "ü vol");
   EXPECT_EQ(parsed->dir_volumes[1].path, "/c/d e");
+}
+
+TEST(AgentConfigTest, DaemonKeysAndDefaults) {
+  absl::StatusOr<AgentConfig> defaults = ParseAgentConfig("", "empty.toml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->listen, "127.0.0.1:7071");
+  EXPECT_EQ(defaults->server, "127.0.0.1:7070");
+  EXPECT_EQ(defaults->hypervisor, "libvirt");
+  EXPECT_EQ(defaults->plugin_dir, "");
+  EXPECT_EQ(defaults->reconcile_interval_s, 30);
+  EXPECT_EQ(defaults->log_level, "info");
+  absl::StatusOr<AgentConfig> config = ParseAgentConfig(R"(
+cluster = "prod"
+listen = "0.0.0.0:0"
+server = "10.0.0.5:7070"
+plugin_dir = "/usr/lib/strata/plugins"
+hypervisor = "other"
+reconcile_interval = 5
+log_level = "debug"
+)",
+                                                        "d.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->cluster, "prod");
+  EXPECT_EQ(config->listen, "0.0.0.0:0");
+  EXPECT_EQ(config->server, "10.0.0.5:7070");
+  EXPECT_EQ(config->plugin_dir, "/usr/lib/strata/plugins");
+  EXPECT_EQ(config->hypervisor, "other");
+  EXPECT_EQ(config->reconcile_interval_s, 5);
+  EXPECT_EQ(config->log_level, "debug");
+  absl::StatusOr<AgentConfig> standalone = ParseAgentConfig("server = \"\"\n", "s.toml");
+  ASSERT_TRUE(standalone.ok()) << standalone.status();
+  EXPECT_EQ(standalone->server, "");
+}
+
+TEST(AgentConfigTest, BadAddressesAndIntervalsNameTheKey) {
+  absl::StatusOr<AgentConfig> config = ParseAgentConfig("\nlisten = \"localhost\"\n", "a.toml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            "config 'a.toml': line 2: 'listen' must look like HOST:PORT, got 'localhost'");
+  config = ParseAgentConfig("server = \"h:70000\"\n", "b.toml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            "config 'b.toml': line 1: 'server' must look like HOST:PORT, got 'h:70000'");
+  config = ParseAgentConfig("reconcile_interval = -1\n", "c.toml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(
+      config.status().message(),
+      "config 'c.toml': line 1: 'reconcile_interval' must be a number of seconds (0 or more)");
 }
 
 TEST(AgentConfigTest, WrongTypeNamesFileLineAndKey) {

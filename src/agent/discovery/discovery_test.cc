@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "dir_plugin.h"
 #include "libvirt_hypervisor.h"
 #include "strata/agent/config.h"
 #include "strata/agent/sample_site.h"
@@ -41,7 +42,8 @@ class DiscoveryTest : public ::testing::Test {
     EXPECT_TRUE(config.ok()) << config.status();
     auto hypervisor = hypervisor::LibvirtHypervisor::Open(config->connect);
     EXPECT_TRUE(hypervisor.ok()) << hypervisor.status();
-    storage::StorageResolver resolver({config->host_id, {}, config->dir_volumes});
+    auto dir = plugins::dir::MakeDirPlugin({config->host_id, config->dir_volumes});
+    storage::StorageResolver resolver({config->host_id, {}, {dir.get()}});
     absl::StatusOr<Graph> graph = DiscoverHost(**hypervisor, resolver, {host, std::move(vms)});
     EXPECT_TRUE(graph.ok()) << graph.status();
     return *std::move(graph);
@@ -162,7 +164,8 @@ TEST_F(DiscoveryTest, UnknownVmIsNotFound) {
   ASSERT_TRUE(config.ok());
   auto hypervisor = hypervisor::LibvirtHypervisor::Open(config->connect);
   ASSERT_TRUE(hypervisor.ok());
-  storage::StorageResolver resolver({config->host_id, {}, config->dir_volumes});
+  auto dir = plugins::dir::MakeDirPlugin({config->host_id, config->dir_volumes});
+  storage::StorageResolver resolver({config->host_id, {}, {dir.get()}});
   absl::StatusOr<Graph> graph = DiscoverHost(**hypervisor, resolver, {"host-a", {"nope"}});
   ASSERT_FALSE(graph.ok());
   EXPECT_EQ(graph.status().code(), absl::StatusCode::kNotFound);
@@ -248,7 +251,8 @@ TEST(DiscoveryScaleTest, TenThousandVmsOnOneHost) {
   }
   auto hypervisor = hypervisor::LibvirtHypervisor::Open("test://" + host_file);
   ASSERT_TRUE(hypervisor.ok()) << hypervisor.status();
-  storage::StorageResolver resolver({"big-host", {}, {{"vol", dir + "/vol"}}});
+  auto dir_plugin = plugins::dir::MakeDirPlugin({"big-host", {{"vol", dir + "/vol"}}});
+  storage::StorageResolver resolver({"big-host", {}, {dir_plugin.get()}});
   absl::StatusOr<Graph> graph = DiscoverHost(**hypervisor, resolver, {"big-host", {}});
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(graph.ok()) << graph.status();

@@ -234,6 +234,7 @@ absl::StatusOr<SampleSite> GenerateSampleSite(const std::string& dir_arg) {
     config.host_id = host.id;
     config.connect = absl::StrCat("test://", host_file);
     config.dir_volumes = {{"gold", gold}, {"silver", silver}};
+    config.listen = "127.0.0.1:0";  // several agents on one machine: each takes a free port
     const std::string config_file = absl::StrCat(dir, "/agents/", host.id, ".toml");
     STRATA_RETURN_IF_ERROR(WriteFile(config_file, RenderAgentConfig(config)));
     site.hosts.push_back(host.id);

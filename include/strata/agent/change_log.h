@@ -1,0 +1,76 @@
+// The agent's change log: an in-memory, sequence-numbered list of VM changes (added, removed,
+// modified), fed by comparing each whole-host discovery's VM list with the previous one. A VM is
+// "modified" when its state or its saved configuration (the vm_config digest) changed.
+//
+// This is the honest minimal form of the event manager (libvirt event subscription and
+// coalescing come with the events issue); sequences are monotonic and never reused within one
+// agent process. The log keeps the newest `capacity` entries.
+//
+// Threading: every method may be called from any thread (one internal mutex).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace strata::agent {
+
+enum class ChangeKind { kAdded, kRemoved, kModified };
+std::string_view ChangeKindName(ChangeKind kind);  // "added", "removed", "modified"
+
+struct VmChange {
+  uint64_t sequence = 0;
+  std::string vm_uuid;
+  std::string vm_name;
+  ChangeKind kind = ChangeKind::kAdded;
+  int64_t time_unix_ms = 0;
+  std::string source;  // "discovery", "reconcile"
+};
+
+// What the log compares between two discoveries.
+struct VmObservation {
+  std::string uuid;
+  std::string name;
+  std::string state;
+  std::string config_digest;
+};
+
+class ChangeLog {
+ public:
+  using Clock = std::function<int64_t()>;  // unix milliseconds
+  explicit ChangeLog(Clock clock = {}, size_t capacity = 100000);
+
+  // Compares `vms` (every VM of the host) with the previous observation, appends one entry per
+  // difference (sorted by uuid within one observation) and returns the new entries. The first
+  // observation reports every VM as added.
+  std::vector<VmChange> Observe(const std::vector<VmObservation>& vms, const std::string& source);
+
+  // Entries with a sequence greater than `sequence`, oldest first.
+  std::vector<VmChange> Since(uint64_t sequence) const;
+  uint64_t last_sequence() const;
+  // Blocks until an entry newer than `sequence` exists (true), or Close() or the timeout (false).
+  bool WaitForNewer(uint64_t sequence, std::chrono::milliseconds timeout) const;
+  // Wakes every waiter for good (shutdown).
+  void Close();
+  bool closed() const;
+
+ private:
+  Clock clock_;
+  size_t capacity_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  std::deque<VmChange> entries_;
+  uint64_t last_sequence_ = 0;
+  std::optional<std::map<std::string, VmObservation>> previous_;
+  bool closed_ = false;
+};
+
+}  // namespace strata::agent

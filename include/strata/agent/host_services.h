@@ -1,0 +1,106 @@
+// The agent's host services without any transport: discovery through the hypervisor plug-in,
+// the storage resolver and the storage plug-ins, the change log, identity and health. The gRPC
+// services (src/agent/rpc) are thin adapters over this class.
+//
+// Hypervisor connection: opened lazily on first use, dropped after a failure that is not the
+// caller's fault (anything but NotFound / InvalidArgument) and re-opened on the next call.
+//
+// Threading: every method may be called from any thread. Discoveries (and health probes, which
+// use the hypervisor) are serialised by one mutex: a Hypervisor and the resolver are used by one
+// thread at a time. Ownership: borrows the PluginHost, which must outlive this object.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "strata/agent/change_log.h"
+#include "strata/agent/config.h"
+#include "strata/agent/plugin_host.h"
+#include "strata/core/graph.h"
+#include "strata/core/query.h"
+#include "strata/storage/resolver.h"
+
+namespace strata::agent {
+
+// The agent's version (the project's).
+std::string AgentVersion();
+
+struct DiscoverParams {
+  std::vector<std::string> vms;  // names or UUIDs; empty = the whole host
+  // Filters as in `strata find`. With none of them set the whole graph is returned (host node
+  // included); otherwise `select` (default "type=vm") and a downward (or upward) traversal.
+  std::string select;
+  std::string to_type;
+  bool upward = false;
+  int max_depth = 0;                 // 0 = unlimited
+  std::string source = "discovery";  // change-log source of this discovery
+};
+
+struct VmSummary {
+  std::string uuid;
+  std::string name;
+  std::string state;
+  bool persistent = false;
+};
+
+struct DiscoverResult {
+  core::Graph graph;        // the whole discovered graph
+  core::Subgraph selected;  // what the filters kept
+  std::vector<VmSummary> vms;
+  uint64_t version = 0;
+  std::vector<VmChange> changes;  // change-log entries this discovery produced
+};
+
+class HostServices {
+ public:
+  // `system`: where the resolver reads /proc, /sys, /dev (default: the live machine).
+  HostServices(const PluginHost& plugins, AgentConfig config, storage::SystemView system = {});
+  ~HostServices();
+  HostServices(const HostServices&) = delete;
+  HostServices& operator=(const HostServices&) = delete;
+
+  // Discovers (scope: params.vms), feeds the change log when the scope is the whole host, and
+  // applies the filters. Errors: the hypervisor's (e.g. NotFound "VM 'x' not found on hypervisor
+  // 'URI'"), InvalidArgument for bad filters, NotFound when no hypervisor plug-in of the
+  // configured name is loaded.
+  absl::StatusOr<DiscoverResult> Discover(const DiscoverParams& params);
+
+  // "ok", or the whole message of why the hypervisor cannot be reached.
+  std::string HypervisorStatus();
+
+  const AgentConfig& config() const { return config_; }
+  const PluginHost& plugins() const { return plugins_; }
+  // Plug-in load errors plus storage plug-in set-up errors, whole messages.
+  std::vector<std::string> PluginErrors() const;
+  ChangeLog& change_log() { return change_log_; }
+  int64_t started_at_unix_ms() const { return started_at_unix_ms_; }
+  uint64_t version() const { return version_.load(); }
+
+  // The endpoint the gRPC services listen on (set once serving).
+  void set_endpoint(std::string endpoint);
+  std::string endpoint() const;
+
+ private:
+  absl::Status EnsureHypervisorLocked();
+  void DropHypervisorIfBrokenLocked(const absl::Status& status);
+
+  const PluginHost& plugins_;
+  const AgentConfig config_;
+  const int64_t started_at_unix_ms_;
+  ChangeLog change_log_;
+  std::vector<std::string> setup_errors_;
+  std::vector<std::unique_ptr<plugin::StoragePlugin>> storage_;  // before the resolver
+  std::mutex mutex_;  // guards hypervisor_ and resolver_, serialises discoveries
+  std::unique_ptr<hypervisor::Hypervisor> hypervisor_;
+  std::unique_ptr<storage::StorageResolver> resolver_;
+  std::atomic<uint64_t> version_{0};
+  mutable std::mutex endpoint_mutex_;
+  std::string endpoint_;
+};
+
+}  // namespace strata::agent

@@ -1,0 +1,97 @@
+// Storage plug-ins: the storage backends that hold VM disk images (dir, btrfs, later Ceph RBD).
+//
+// In discovery, the storage resolver asks each storage plug-in whether a file belongs to one of
+// its volumes (ClaimFile); the plug-in answers with the storage_volume(s) the file lives in. The
+// resolver adds that node and the edges file -in_volume-> storage_volume -on_device-> fs_volume
+// (the file's file system). Snapshot operations come with the backup issue; a plug-in that lacks
+// an operation answers Unimplemented (the defaults below) and does not list its capability.
+//
+// Ownership: the agent owns each StoragePlugin (made by the plug-in's factory) and passes
+// non-owning pointers to the resolver; the shared object stays loaded while it lives.
+// Threading: one instance is used by one agent thread at a time (the agent serialises
+// discoveries); a PathLocator is valid only during the call it is passed to.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace strata::plugin {
+
+struct StorageVolumeConfig {
+  std::string name;  // the operator's name, e.g. "gold"
+  std::string path;  // absolute directory on this host
+};
+
+struct StoragePluginConfig {
+  std::string host_id;
+  std::vector<StorageVolumeConfig> volumes;
+};
+
+// A storage volume as the plug-in describes it. Ids follow docs/architecture.md.
+struct VolumeClaim {
+  std::string volume_id;    // e.g. "sv:dir:<fs uuid>:<root in fs>"
+  std::string volume_name;  // the operator's name
+  std::string root;         // absolute path of the volume's root on this host
+  std::vector<std::pair<std::string, std::string>> attrs;  // node attributes, e.g. kind=dir
+};
+
+// Where a path is, as the resolver sees it (after symlinks and bind mounts).
+struct FileLocation {
+  std::string path;         // absolute, symlinks resolved
+  std::string fs_id;        // the fs_volume node id ("fs:<uuid>")
+  std::string path_in_fs;   // path relative to the file system's root ("/dir/x.qcow2")
+  std::string mount_point;  // where that file system is mounted
+};
+
+// Lets a plug-in ask the resolver where another path is (same /proc, /sys and file-system roots
+// as the file being claimed, so recorded trees work). nullopt: the path does not exist or is on
+// no known mount.
+class PathLocator {
+ public:
+  virtual ~PathLocator() = default;
+  virtual std::optional<FileLocation> Locate(const std::string& path) = 0;
+};
+
+// Result of a storage snapshot (backup issue).
+struct SnapshotInfo {
+  std::string snapshot_id;
+  std::string path;  // where the snapshot's data can be read on this host
+};
+
+class StoragePlugin {
+ public:
+  virtual ~StoragePlugin() = default;
+  virtual std::string Name() const = 0;
+  // Every volume of this plug-in that holds `file` (nested volumes both hold it); empty when
+  // none does.
+  virtual std::vector<VolumeClaim> ClaimFile(const FileLocation& file, PathLocator& locator) = 0;
+  // Every configured volume that exists, whether or not a VM uses it.
+  virtual std::vector<VolumeClaim> Volumes(PathLocator& locator) = 0;
+
+  // Optional operations ("snapshot" capability). Default: Unimplemented naming the plug-in.
+  virtual absl::StatusOr<SnapshotInfo> CreateSnapshot(const std::string& volume_id,
+                                                      const std::string& snapshot_name) {
+    (void)volume_id;
+    (void)snapshot_name;
+    return Unimplemented("snapshots");
+  }
+  virtual absl::Status DeleteSnapshot(const std::string& volume_id,
+                                      const std::string& snapshot_id) {
+    (void)volume_id;
+    (void)snapshot_id;
+    return Unimplemented("snapshots");
+  }
+
+ protected:
+  // "storage plug-in 'dir' does not support snapshots"
+  absl::Status Unimplemented(const std::string& what) const {
+    return absl::UnimplementedError("storage plug-in '" + Name() + "' does not support " + what);
+  }
+};
+
+}  // namespace strata::plugin

@@ -1,0 +1,104 @@
+#include "strata/agent/agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "strata/agent/agent_server.h"
+
+namespace strata::agent {
+
+struct Agent::Impl {
+  PluginHost plugins;
+  std::unique_ptr<HostServices> services;
+  std::unique_ptr<AgentServer> server;
+  std::unique_ptr<RegistrationClient> registration;
+  std::thread reconciler;
+  std::mutex mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  std::once_flag stop_once;
+
+  void Reconcile(std::chrono::milliseconds interval) {
+    // The first pass runs at once, so the change log (and stratad) learn every VM at start.
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      lock.unlock();
+      DiscoverParams params;
+      params.source = "reconcile";
+      absl::StatusOr<DiscoverResult> result = services->Discover(params);
+      if (!result.ok()) {
+        spdlog::warn("reconciliation discovery failed: {}", std::string(result.status().message()));
+      } else if (!result->changes.empty()) {
+        spdlog::info("reconciliation: {} change(s), last sequence {}", result->changes.size(),
+                     result->changes.back().sequence);
+      }
+      lock.lock();
+      stop_cv.wait_for(lock, interval, [&] { return stopping; });
+    }
+  }
+};
+
+Agent::Agent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Agent::~Agent() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
+  auto impl = std::make_unique<Impl>();
+  AgentConfig& config = options.config;
+  if (config.plugin_dir.empty()) config.plugin_dir = PluginHost::DefaultPluginDirectory();
+  absl::StatusOr<int> loaded = impl->plugins.LoadDirectory(config.plugin_dir);
+  if (loaded.ok()) {
+    spdlog::info("loaded {} plug-in(s) from {}", *loaded, config.plugin_dir);
+  }
+  for (const std::string& error : impl->plugins.errors()) spdlog::error("{}", error);
+  for (const LoadedPlugin& p : impl->plugins.plugins()) {
+    spdlog::info("plug-in {} '{}' {} from {}", plugin::PluginKindName(p.descriptor.kind),
+                 p.descriptor.name, p.descriptor.version, p.file);
+  }
+  impl->services = std::make_unique<HostServices>(impl->plugins, config, std::move(options.system));
+  absl::StatusOr<std::unique_ptr<AgentServer>> server =
+      AgentServer::Start(*impl->services, config.listen);
+  if (!server.ok()) return server.status();
+  impl->server = *std::move(server);
+  spdlog::info("serving gRPC on {} as host '{}'", impl->server->endpoint(), config.host_id);
+  if (config.reconcile_interval_s > 0) {
+    auto interval =
+        std::chrono::milliseconds(static_cast<int64_t>(config.reconcile_interval_s * 1000));
+    if (interval.count() < 1) interval = std::chrono::milliseconds(1);
+    Impl* raw = impl.get();
+    impl->reconciler = std::thread([raw, interval] { raw->Reconcile(interval); });
+  }
+  if (!config.server.empty()) {
+    RegistrationOptions registration = options.registration;
+    registration.server = config.server;
+    impl->registration = std::make_unique<RegistrationClient>(*impl->services, registration);
+    impl->registration->Start();
+  } else {
+    spdlog::info("standalone: no stratad configured");
+  }
+  return std::unique_ptr<Agent>(new Agent(std::move(impl)));
+}
+
+std::string Agent::endpoint() const { return impl_->server->endpoint(); }
+int Agent::port() const { return impl_->server->port(); }
+HostServices& Agent::services() { return *impl_->services; }
+const PluginHost& Agent::plugins() const { return impl_->plugins; }
+const RegistrationClient* Agent::registration() const { return impl_->registration.get(); }
+
+void Agent::Stop() {
+  std::call_once(impl_->stop_once, [this] {
+    if (impl_->registration) impl_->registration->Stop();
+    {
+      std::lock_guard lock(impl_->mutex);
+      impl_->stopping = true;
+    }
+    impl_->stop_cv.notify_all();
+    if (impl_->reconciler.joinable()) impl_->reconciler.join();
+    impl_->server->Shutdown();
+    impl_->services->change_log().Close();
+  });
+}
+
+}  // namespace strata::agent

@@ -1,0 +1,819 @@
+#include "strata/server/rest_api.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "strata/core/query.h"
+#include "strata/util/strings.h"
+#include "time_format.h"
+
+namespace strata::server {
+namespace {
+
+using nlohmann::json;
+using Params = std::vector<std::string>;  // the {placeholders} of the route, in order
+
+constexpr const char* kJson = "application/json";
+
+std::string Msg(const absl::Status& s) { return std::string(util::ToStd(s.message())); }
+
+// ---- errors: the one place where absl::Status becomes an HTTP status --------------------------
+
+struct HttpError {
+  int code;
+  const char* status;
+};
+
+HttpError HttpErrorFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return {400, "INVALID_ARGUMENT"};
+    case absl::StatusCode::kNotFound:
+      return {404, "NOT_FOUND"};
+    case absl::StatusCode::kAlreadyExists:
+      return {409, "ALREADY_EXISTS"};
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAborted:
+      return {409, "FAILED_PRECONDITION"};
+    case absl::StatusCode::kUnimplemented:
+      return {501, "UNIMPLEMENTED"};
+    case absl::StatusCode::kUnavailable:
+      return {503, "UNAVAILABLE"};
+    case absl::StatusCode::kDeadlineExceeded:
+      return {504, "DEADLINE_EXCEEDED"};
+    case absl::StatusCode::kResourceExhausted:
+      return {503, "UNAVAILABLE"};
+    default:
+      return {500, "INTERNAL"};
+  }
+}
+
+void WriteError(httplib::Response& res, int code, const char* status, const std::string& message) {
+  res.status = code;
+  json body = {{"error", {{"code", code}, {"status", status}, {"message", message}}}};
+  res.set_content(body.dump(), kJson);
+}
+
+void WriteError(httplib::Response& res, const absl::Status& status) {
+  const HttpError e = HttpErrorFor(status.code());
+  WriteError(res, e.code, e.status, Msg(status));
+}
+
+// Errors cpp-httplib produces itself (no handler ran), by HTTP code.
+void WriteProtocolError(httplib::Response& res, size_t max_body) {
+  switch (res.status) {
+    case 413:
+      WriteError(res, 413, "PAYLOAD_TOO_LARGE",
+                 util::Cat("request body is larger than the limit of ", max_body, " bytes"));
+      break;
+    case 414:
+      WriteError(res, 414, "URI_TOO_LONG", "request URI is too long");
+      break;
+    case 404:
+      WriteError(res, 404, "NOT_FOUND", "not found");
+      break;
+    case 400:
+      WriteError(res, 400, "INVALID_ARGUMENT", "malformed HTTP request");
+      break;
+    default:
+      WriteError(res, res.status, res.status >= 500 ? "INTERNAL" : "INVALID_ARGUMENT",
+                 util::Cat("HTTP error ", res.status));
+  }
+}
+
+void WriteJson(httplib::Response& res, const json& body) {
+  res.status = 200;
+  res.set_content(body.dump(), kJson);
+}
+
+// ---- parameters ----------------------------------------------------------------------------
+
+// What the pre-routing step found for the request being served on this thread.
+struct Route;
+struct RequestContext {
+  const Route* route = nullptr;
+  Params params;
+  std::string route_name = "unmatched";
+  std::string allowed;  // methods allowed on the path when the method did not match
+  std::chrono::steady_clock::time_point start;
+  // Query parameters, split at the FIRST '=' of each term and then URL-decoded, so that
+  // `?select=type=vm` works as typed (cpp-httplib 0.11 splits at every '=').
+  std::map<std::string, std::string> query;
+};
+thread_local RequestContext t_request;
+
+std::map<std::string, std::string> ParseQuery(const std::string& target) {
+  std::map<std::string, std::string> out;
+  const size_t q = target.find('?');
+  if (q == std::string::npos) return out;
+  for (std::string_view term : util::Split(std::string_view(target).substr(q + 1), '&', true)) {
+    const size_t eq = term.find('=');
+    std::string key(term.substr(0, eq));
+    std::string value(eq == std::string_view::npos ? std::string_view() : term.substr(eq + 1));
+    key = httplib::detail::decode_url(key, true);
+    value = httplib::detail::decode_url(value, true);
+    out.emplace(std::move(key), std::move(value));  // the first occurrence wins
+  }
+  return out;
+}
+
+bool HasParam(const std::string& name) { return t_request.query.contains(name); }
+std::string Param(const std::string& name) {
+  auto it = t_request.query.find(name);
+  return it == t_request.query.end() ? std::string() : it->second;
+}
+
+absl::StatusOr<int64_t> IntParam(const httplib::Request&, const std::string& name, int64_t fallback,
+                                 int64_t min, int64_t max) {
+  if (!HasParam(name)) return fallback;
+  const std::string text = Param(name);
+  uint64_t value = 0;
+  if (!util::ParseUint(text, value) || value > static_cast<uint64_t>(max) ||
+      static_cast<int64_t>(value) < min) {
+    return absl::InvalidArgumentError(util::Cat("bad value '", text, "' for '", name,
+                                                "': expected a whole number from ", min, " to ",
+                                                max));
+  }
+  return static_cast<int64_t>(value);
+}
+
+std::optional<std::string> OptParam(const httplib::Request&, const std::string& name) {
+  if (!HasParam(name)) return std::nullopt;
+  std::string value = Param(name);
+  if (value.empty()) return std::nullopt;
+  return value;
+}
+
+// ---- JSON forms ----------------------------------------------------------------------------
+
+json HostJson(const HostView& h) {
+  json j = {{"id", h.record.id},
+            {"cluster", h.record.cluster},
+            {"endpoint", h.record.endpoint},
+            {"state", ToString(h.record.state)},
+            {"last_heartbeat", FormatTime(h.record.last_heartbeat)},
+            {"registered_at", FormatTime(h.record.registered_at)},
+            {"vm_count", h.vm_count},
+            {"plugins", h.record.plugins},
+            {"registered", h.registered},
+            {"agent_version", h.agent_version},
+            {"graph_version", h.graph_version},
+            {"last_refresh", h.last_refresh ? FormatTime(*h.last_refresh) : ""}};
+  if (!h.last_refresh_error.empty()) j["last_refresh_error"] = h.last_refresh_error;
+  return j;
+}
+
+json EventJson(const EventRecord& e) {
+  return {{"seq", e.seq},
+          {"host", e.host},
+          {"vm_uuid", e.vm_uuid},
+          {"kind", ToString(e.kind)},
+          {"time", FormatTime(e.time)},
+          {"detail", e.detail}};
+}
+
+json ItemJson(const BackupItem& i) {
+  return {{"vm_uuid", i.vm_uuid},
+          {"vm_name", i.vm_name},
+          {"disk_target", i.disk_target},
+          {"source_path", i.source_path},
+          {"storage_volume", i.storage_volume},
+          {"snapshot_id", i.snapshot_id},
+          {"path_in_snapshot", i.path_in_snapshot},
+          {"size_bytes", i.size_bytes},
+          {"checksum", i.checksum}};
+}
+
+json BackupJson(const BackupRecord& b, bool with_items) {
+  json j = {{"id", b.id},
+            {"name", b.name},
+            {"requester", b.requester},
+            {"consistency", ToString(b.consistency)},
+            {"state", ToString(b.state)},
+            {"started_at", FormatTime(b.started_at)},
+            {"finished_at", b.finished_at ? FormatTime(*b.finished_at) : ""},
+            {"policy", b.policy},
+            {"metadata", b.metadata}};
+  if (with_items) {
+    json items = json::array();
+    for (const BackupItem& i : b.items) items.push_back(ItemJson(i));
+    j["items"] = std::move(items);
+  }
+  return j;
+}
+
+json JobJson(const JobRecord& j) {
+  return {{"id", j.id},
+          {"kind", j.kind},
+          {"state", ToString(j.state)},
+          {"progress", j.progress},
+          {"message", j.message},
+          {"created_at", FormatTime(j.created_at)},
+          {"updated_at", FormatTime(j.updated_at)},
+          {"detail", j.detail}};
+}
+
+// A VM node of the graph as the VM listing shows it.
+json VmJson(const core::Graph& g, core::NodeIndex n) {
+  std::string uuid(g.Attr(n, "uuid").value_or(util::StripPrefix(g.Id(n), "vm:")));
+  std::string host(g.Attr(n, "host").value_or(""));
+  if (host.empty()) {
+    for (const core::EdgeRef& e : g.InEdges(n)) {
+      if (e.type == core::EdgeType::kRuns) host = util::StripPrefix(g.Id(e.node), "host:");
+    }
+  }
+  return {{"uuid", uuid},
+          {"name", g.Name(n)},
+          {"host", host},
+          {"state", g.Attr(n, "state").value_or("")}};
+}
+
+// ---- graph queries -------------------------------------------------------------------------
+
+struct GraphRequest {
+  core::Query query;
+  bool tree = false;
+};
+
+absl::StatusOr<GraphRequest> BuildGraphRequest(const std::string& select,
+                                               const std::string& direction, const std::string& to,
+                                               int64_t depth, const std::string& format) {
+  GraphRequest out;
+  absl::StatusOr<core::Selector> selector =
+      core::ParseSelector(select.empty() ? "type=vm" : select);
+  if (!selector.ok()) {
+    return absl::InvalidArgumentError(
+        util::Cat("bad selector '", select, "': ", selector.status().message()));
+  }
+  out.query.select = *std::move(selector);
+  if (direction.empty() || direction == "down") {
+    out.query.direction = core::Direction::kDown;
+  } else if (direction == "up") {
+    out.query.direction = core::Direction::kUp;
+  } else if (direction == "none") {
+    out.query.direction = core::Direction::kNone;
+  } else {
+    return absl::InvalidArgumentError(
+        util::Cat("bad direction '", direction, "': expected down, up or none"));
+  }
+  if (!to.empty()) {
+    absl::StatusOr<core::NodeType> type = core::ParseNodeType(to);
+    if (!type.ok()) return type.status();
+    out.query.to_type = *type;
+  }
+  if (depth < 0) {
+    return absl::InvalidArgumentError(
+        util::Cat("bad depth ", depth, ": expected 0 (unlimited) or more"));
+  }
+  out.query.max_depth = depth == 0 ? -1 : static_cast<int>(depth);
+  if (format == "tree") {
+    out.tree = true;
+  } else if (!format.empty() && format != "json") {
+    return absl::InvalidArgumentError(
+        util::Cat("bad format '", format, "': expected json or tree"));
+  }
+  return out;
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+using Handler =
+    std::function<absl::Status(const httplib::Request&, httplib::Response&, const Params&)>;
+
+struct Route {
+  std::string method;
+  std::string pattern;  // "/api/v1/hosts/{id}"
+  std::vector<std::string> segments;
+  Handler handler;
+};
+
+std::vector<std::string> SplitPath(std::string_view path) {
+  std::vector<std::string> parts;
+  for (std::string_view p : util::Split(path, '/', /*skip_empty=*/true)) parts.emplace_back(p);
+  return parts;
+}
+
+bool MatchRoute(const Route& route, const std::vector<std::string>& parts, Params* params) {
+  if (route.segments.size() != parts.size()) return false;
+  Params found;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& seg = route.segments[i];
+    if (seg.size() > 2 && seg.front() == '{' && seg.back() == '}') {
+      found.push_back(parts[i]);
+    } else if (seg != parts[i]) {
+      return false;
+    }
+  }
+  if (params) *params = std::move(found);
+  return true;
+}
+
+}  // namespace
+
+struct RestApi::Impl {
+  Catalog& catalog;
+  GraphStore& graphs;
+  HostRegistry& registry;
+  EventLog& events;
+  HttpMetrics& metrics;
+  RestOptions options;
+  httplib::Server server;
+  std::vector<Route> routes;
+  std::thread thread;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+
+  Impl(Catalog& c, GraphStore& g, HostRegistry& r, EventLog& e, HttpMetrics& m, RestOptions o)
+      : catalog(c), graphs(g), registry(r), events(e), metrics(m), options(std::move(o)) {
+    if (options.threads < 2) options.threads = 2;
+    if (options.max_event_streams < 0)
+      options.max_event_streams = std::max(1, options.threads - 64);
+    AddRoutes();
+  }
+
+  void Add(std::string method, std::string pattern, Handler handler) {
+    Route route{std::move(method), pattern, SplitPath(pattern), std::move(handler)};
+    routes.push_back(std::move(route));
+  }
+
+  // Finds the route of a request; records the allowed methods when only the method is wrong.
+  void Resolve(const httplib::Request& req) {
+    t_request = RequestContext{};
+    t_request.start = std::chrono::steady_clock::now();
+    t_request.query = ParseQuery(req.target);
+    const std::vector<std::string> parts = SplitPath(req.path);
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    std::vector<std::string> allowed;
+    for (const Route& route : routes) {
+      Params params;
+      if (!MatchRoute(route, parts, &params)) continue;
+      if (route.method == method) {
+        t_request.route = &route;
+        t_request.params = std::move(params);
+        t_request.route_name = route.pattern;
+        return;
+      }
+      allowed.push_back(route.method);
+      t_request.route_name = route.pattern;
+    }
+    t_request.allowed = util::Join(allowed, ", ");
+  }
+
+  void Dispatch(const httplib::Request& req, httplib::Response& res) {
+    if (t_request.route == nullptr) {
+      if (!t_request.allowed.empty()) {
+        res.set_header("Allow", t_request.allowed);
+        WriteError(res, 405, "METHOD_NOT_ALLOWED",
+                   util::Cat("method ", req.method, " is not allowed on '", req.path,
+                             "' (allowed: ", t_request.allowed, ")"));
+      } else {
+        WriteError(res, 404, "NOT_FOUND", util::Cat("no such path '", req.path, "'"));
+      }
+      return;
+    }
+    absl::Status status;
+    try {
+      status = t_request.route->handler(req, res, t_request.params);
+    } catch (const std::exception& e) {
+      status = absl::InternalError(util::Cat("internal error: ", e.what()));
+    }
+    if (!status.ok()) WriteError(res, status);
+  }
+
+  absl::StatusOr<int> Start() {
+    const int threads = options.threads;
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server.set_tcp_nodelay(true);
+    server.set_keep_alive_max_count(options.keep_alive_max_count);
+    server.set_keep_alive_timeout(options.keep_alive_timeout_sec);
+    server.set_payload_max_length(options.max_body_bytes);
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response&) {
+      Resolve(req);
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
+      Dispatch(req, res);
+    };
+    server.Get(".*", dispatch);
+    server.Post(".*", dispatch);
+    server.Put(".*", dispatch);
+    server.Patch(".*", dispatch);
+    server.Delete(".*", dispatch);
+    server.Options(".*", dispatch);
+    server.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request&, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours
+          WriteProtocolError(res, options.max_body_bytes);
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_request.start).count();
+      metrics.Record(req.method, t_request.route_name, res.status, seconds);
+    });
+    if (options.port == 0) {
+      port = server.bind_to_any_port(options.host);
+      if (port <= 0) {
+        return absl::UnavailableError(util::Cat("HTTP: cannot listen on ", options.host, ":0"));
+      }
+    } else {
+      if (!server.bind_to_port(options.host, options.port)) {
+        return absl::UnavailableError(
+            util::Cat("HTTP: cannot listen on ", options.host, ":", options.port));
+      }
+      port = options.port;
+    }
+    thread = std::thread([this] { server.listen_after_bind(); });
+    return port;
+  }
+
+  void Stop() {
+    stopping = true;
+    if (thread.joinable()) {
+      server.stop();
+      thread.join();
+    }
+  }
+
+  // ---- handlers ----------------------------------------------------------------------------
+
+  void AddRoutes();
+  absl::Status StreamEvents(const httplib::Request& req, httplib::Response& res);
+};
+
+void RestApi::Impl::AddRoutes() {
+  Add("GET", "/healthz", [this](const httplib::Request&, httplib::Response& res, const Params&) {
+    RegistryCounters c = registry.counters();
+    WriteJson(res, {{"status", "ok"},
+                    {"hosts", c.hosts_reachable + c.hosts_unreachable},
+                    {"reachable", c.hosts_reachable}});
+    return absl::OkStatus();
+  });
+  Add("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res, const Params&) {
+    res.set_content(metrics.Render(graphs.Stats(), registry.counters()),
+                    "text/plain; version=0.0.4");
+    return absl::OkStatus();
+  });
+
+  // ---- inventory
+  Add("GET", "/api/v1/hosts",
+      [this](const httplib::Request&, httplib::Response& res, const Params&) {
+        json hosts = json::array();
+        for (const HostView& h : registry.ListHosts()) hosts.push_back(HostJson(h));
+        WriteJson(res, {{"hosts", std::move(hosts)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/hosts/{id}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        absl::StatusOr<HostView> host = registry.GetHost(p[0]);
+        if (!host.ok()) return host.status();
+        WriteJson(res, HostJson(*host));
+        return absl::OkStatus();
+      });
+  Add("POST", "/api/v1/hosts/{id}/refresh",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        absl::StatusOr<RefreshResult> done = registry.RefreshNow(p[0]);
+        if (!done.ok()) return done.status();
+        WriteJson(res,
+                  {{"host", done->host}, {"vm_count", done->vm_count}, {"version", done->version}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/clusters",
+      [this](const httplib::Request&, httplib::Response& res, const Params&) {
+        absl::StatusOr<std::vector<ClusterRecord>> clusters = catalog.ListClusters();
+        if (!clusters.ok()) return clusters.status();
+        std::map<std::string, json> members;
+        for (const ClusterRecord& c : *clusters) members[c.name] = json::array();
+        for (const HostView& h : registry.ListHosts()) {
+          if (!h.record.cluster.empty()) members[h.record.cluster].push_back(h.record.id);
+        }
+        json out = json::array();
+        for (auto& [name, hosts] : members) out.push_back({{"name", name}, {"hosts", hosts}});
+        WriteJson(res, {{"clusters", std::move(out)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/vms",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        const std::optional<std::string> host = OptParam(req, "host");
+        const std::optional<std::string> name = OptParam(req, "name");
+        const std::optional<std::string> state = OptParam(req, "state");
+        if (host) {
+          if (absl::StatusOr<HostView> h = registry.GetHost(*host); !h.ok()) return h.status();
+        }
+        auto keep = [&](const core::Graph& g, core::NodeIndex n) {
+          if (name && !core::GlobMatch(*name, g.Name(n))) return false;
+          if (state && !core::GlobMatch(*state, g.Attr(n, "state").value_or(""))) return false;
+          return true;
+        };
+        json vms = json::array();
+        if (host) {
+          graphs.ReadHost(*host, [&](const core::Graph* g) {
+            if (g == nullptr) return;
+            for (core::NodeIndex n : g->NodesOfType(core::NodeType::kVm)) {
+              if (keep(*g, n)) vms.push_back(VmJson(*g, n));
+            }
+          });
+        } else {
+          graphs.Read([&](const core::Graph& g) {
+            for (core::NodeIndex n : g.NodesOfType(core::NodeType::kVm)) {
+              if (keep(g, n)) vms.push_back(VmJson(g, n));
+            }
+          });
+        }
+        std::sort(vms.begin(), vms.end(), [](const json& a, const json& b) {
+          const auto& ha = a["host"].get_ref<const std::string&>();
+          const auto& hb = b["host"].get_ref<const std::string&>();
+          if (ha != hb) return ha < hb;
+          return a["name"].get_ref<const std::string&>() < b["name"].get_ref<const std::string&>();
+        });
+        WriteJson(res, {{"vms", std::move(vms)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/vms/{vm}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        const std::string& key = p[0];
+        return graphs.Read([&](const core::Graph& g) -> absl::Status {
+          std::optional<core::NodeIndex> vm = g.Find(util::Cat("vm:", key));
+          if (vm && g.Type(*vm) != core::NodeType::kVm) vm.reset();
+          if (!vm) {
+            std::vector<core::NodeIndex> named;
+            for (core::NodeIndex n : g.FindByName(key)) {
+              if (g.Type(n) == core::NodeType::kVm) named.push_back(n);
+            }
+            if (named.size() > 1) {
+              std::vector<std::string> ids;
+              for (core::NodeIndex n : named) ids.emplace_back(g.Id(n));
+              return absl::InvalidArgumentError(util::Cat(
+                  "VM name '", key, "' is ambiguous: ", util::Join(ids, ", "), "; use the UUID"));
+            }
+            if (named.empty()) return absl::NotFoundError(util::Cat("VM '", key, "' not found"));
+            vm = named[0];
+          }
+          core::Query query;
+          query.select.type = core::NodeType::kVm;
+          query.select.matches.push_back({"id", std::string(g.Id(*vm))});
+          query.direction = core::Direction::kDown;
+          absl::StatusOr<core::Subgraph> found = core::RunQuery(g, query);
+          if (!found.ok()) return found.status();
+          json out = VmJson(g, *vm);
+          json attrs = json::object();
+          for (const auto& [k, v] : g.Attrs(*vm)) attrs[std::string(k)] = v;
+          out["id"] = g.Id(*vm);
+          out["attrs"] = std::move(attrs);
+          out["graph"] = core::ToJson(g, *found);
+          WriteJson(res, out);
+          return absl::OkStatus();
+        });
+      });
+
+  // ---- graph queries
+  auto run_query = [this](const GraphRequest& request, httplib::Response& res) {
+    return graphs.Read([&](const core::Graph& g) -> absl::Status {
+      absl::StatusOr<core::Subgraph> sub = core::RunQuery(g, request.query);
+      if (!sub.ok()) return sub.status();
+      if (request.tree) {
+        const core::Direction d = request.query.direction == core::Direction::kUp
+                                      ? core::Direction::kUp
+                                      : core::Direction::kDown;
+        res.status = 200;
+        res.set_content(core::ToTree(g, *sub, d), "text/plain; charset=utf-8");
+      } else {
+        WriteJson(res, core::ToJson(g, *sub));
+      }
+      return absl::OkStatus();
+    });
+  };
+  Add("GET", "/api/v1/graph",
+      [run_query](const httplib::Request& req, httplib::Response& res, const Params&) {
+        absl::StatusOr<int64_t> depth = IntParam(req, "depth", 0, 0, 1000000);
+        if (!depth.ok()) return depth.status();
+        absl::StatusOr<GraphRequest> request = BuildGraphRequest(
+            Param("select"), Param("direction"), Param("to"), *depth, Param("format"));
+        if (!request.ok()) return request.status();
+        return run_query(*request, res);
+      });
+  Add("POST", "/api/v1/graph/query",
+      [run_query](const httplib::Request& req, httplib::Response& res, const Params&) {
+        json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+        if (body.is_discarded()) {
+          return absl::InvalidArgumentError("request body is not valid JSON");
+        }
+        if (!body.is_object())
+          return absl::InvalidArgumentError("request body must be a JSON object");
+        auto text = [&](const char* key) -> absl::StatusOr<std::string> {
+          if (!body.contains(key) || body[key].is_null()) return std::string();
+          if (!body[key].is_string()) {
+            return absl::InvalidArgumentError(util::Cat("field '", key, "' must be a string"));
+          }
+          return body[key].get<std::string>();
+        };
+        absl::StatusOr<std::string> select = text("select");
+        absl::StatusOr<std::string> direction = text("direction");
+        absl::StatusOr<std::string> to = text("to");
+        absl::StatusOr<std::string> format = text("format");
+        for (const auto* s : {&select, &direction, &to, &format}) {
+          if (!s->ok()) return s->status();
+        }
+        int64_t depth = 0;
+        if (body.contains("depth") && !body["depth"].is_null()) {
+          if (!body["depth"].is_number_integer()) {
+            return absl::InvalidArgumentError("field 'depth' must be a whole number");
+          }
+          depth = body["depth"].get<int64_t>();
+        }
+        absl::StatusOr<GraphRequest> request =
+            BuildGraphRequest(*select, *direction, *to, depth, *format);
+        if (!request.ok()) return request.status();
+        return run_query(*request, res);
+      });
+
+  // ---- events
+  Add("GET", "/api/v1/events",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        absl::StatusOr<int64_t> after = IntParam(req, "after", 0, 0, INT64_MAX);
+        if (!after.ok()) return after.status();
+        absl::StatusOr<int64_t> limit = IntParam(req, "limit", 100, 1, 10000);
+        if (!limit.ok()) return limit.status();
+        const std::optional<std::string> host = OptParam(req, "host");
+        if (host) {
+          if (absl::StatusOr<HostView> h = registry.GetHost(*host); !h.ok()) return h.status();
+        }
+        absl::StatusOr<std::vector<EventRecord>> list =
+            events.List(*after, static_cast<int>(*limit), host);
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const EventRecord& e : *list) out.push_back(EventJson(e));
+        WriteJson(res, {{"events", std::move(out)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/events/stream",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        return StreamEvents(req, res);
+      });
+
+  // ---- backups, restores, jobs
+  Add("GET", "/api/v1/backups",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        BackupListOptions opts;
+        if (auto state = OptParam(req, "state")) {
+          absl::StatusOr<BackupState> parsed = ParseBackupState(*state);
+          if (!parsed.ok()) return parsed.status();
+          opts.state = *parsed;
+        }
+        opts.vm_uuid = OptParam(req, "vm");
+        absl::StatusOr<int64_t> limit = IntParam(req, "limit", 1000, 1, 100000);
+        if (!limit.ok()) return limit.status();
+        opts.limit = static_cast<int>(*limit);
+        absl::StatusOr<std::vector<BackupRecord>> list = catalog.ListBackups(opts);
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const BackupRecord& b : *list) out.push_back(BackupJson(b, false));
+        WriteJson(res, {{"backups", std::move(out)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/backups/{id}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        absl::StatusOr<BackupRecord> b = catalog.GetBackup(p[0]);
+        if (!b.ok()) return b.status();
+        WriteJson(res, BackupJson(*b, true));
+        return absl::OkStatus();
+      });
+  Add("POST", "/api/v1/backups", [](const httplib::Request&, httplib::Response&, const Params&) {
+    return absl::UnimplementedError("backup is not available yet in this version");
+  });
+  Add("POST", "/api/v1/restores", [](const httplib::Request&, httplib::Response&, const Params&) {
+    return absl::UnimplementedError("restore is not available yet in this version");
+  });
+  Add("GET", "/api/v1/jobs",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        JobListOptions opts;
+        if (auto state = OptParam(req, "state")) {
+          absl::StatusOr<JobState> parsed = ParseJobState(*state);
+          if (!parsed.ok()) return parsed.status();
+          opts.state = *parsed;
+        }
+        opts.kind = OptParam(req, "kind");
+        absl::StatusOr<int64_t> limit = IntParam(req, "limit", 1000, 1, 100000);
+        if (!limit.ok()) return limit.status();
+        opts.limit = static_cast<int>(*limit);
+        absl::StatusOr<std::vector<JobRecord>> list = catalog.ListJobs(opts);
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const JobRecord& j : *list) out.push_back(JobJson(j));
+        WriteJson(res, {{"jobs", std::move(out)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/jobs/{id}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        absl::StatusOr<JobRecord> j = catalog.GetJob(p[0]);
+        if (!j.ok()) return j.status();
+        WriteJson(res, JobJson(*j));
+        return absl::OkStatus();
+      });
+}
+
+// Server-sent events: "id: <seq>\ndata: <event json>\n\n" for each new event, a comment line
+// when idle. Starts after Last-Event-ID (a reconnecting EventSource), else after ?after=, else
+// at the newest event (only what happens from now on).
+absl::Status RestApi::Impl::StreamEvents(const httplib::Request& req, httplib::Response& res) {
+  int64_t after;
+  if (req.has_header("Last-Event-ID")) {
+    const std::string text = req.get_header_value("Last-Event-ID");
+    uint64_t value = 0;
+    if (!util::ParseUint(text, value) || value > static_cast<uint64_t>(INT64_MAX)) {
+      return absl::InvalidArgumentError(
+          util::Cat("bad Last-Event-ID '", text, "': expected an event sequence number"));
+    }
+    after = static_cast<int64_t>(value);
+  } else if (HasParam("after")) {
+    absl::StatusOr<int64_t> parsed = IntParam(req, "after", 0, 0, INT64_MAX);
+    if (!parsed.ok()) return parsed.status();
+    after = *parsed;
+  } else {
+    after = events.LatestSeq();
+  }
+  const std::optional<std::string> host = OptParam(req, "host");
+  if (host) {
+    if (absl::StatusOr<HostView> h = registry.GetHost(*host); !h.ok()) return h.status();
+  }
+  if (metrics.open_streams() >= options.max_event_streams) {
+    return absl::UnavailableError(util::Cat("too many event streams open (limit ",
+                                            options.max_event_streams, "); try again later"));
+  }
+  struct StreamState {
+    int64_t after;
+    std::optional<std::string> host;
+    bool greeted = false;
+    std::chrono::steady_clock::time_point last_write;
+  };
+  auto state = std::make_shared<StreamState>(
+      StreamState{after, host, false, std::chrono::steady_clock::now()});
+  metrics.StreamOpened();
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  const auto keepalive = options.stream_keepalive;
+  const auto poll = std::min<std::chrono::milliseconds>(keepalive, std::chrono::milliseconds(500));
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, state, keepalive, poll](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& text) {
+          state->last_write = std::chrono::steady_clock::now();
+          return sink.write(text.data(), text.size());
+        };
+        if (!state->greeted) {
+          state->greeted = true;
+          return write(": strata event stream\nretry: 1000\n\n");
+        }
+        if (stopping || events.shut_down()) {
+          sink.done();
+          return true;
+        }
+        const int64_t latest = events.LatestSeq();
+        if (latest > state->after) {
+          absl::StatusOr<std::vector<EventRecord>> page =
+              events.List(state->after, 1000, state->host);
+          if (!page.ok()) {
+            spdlog::warn("event stream: {}", Msg(page.status()));
+            sink.done();
+            return true;
+          }
+          std::string text;
+          for (const EventRecord& e : *page) {
+            util::Append(text, "id: ", e.seq, "\ndata: ", EventJson(e).dump(), "\n\n");
+            state->after = e.seq;
+          }
+          if (page->size() < 1000) state->after = std::max(state->after, latest);
+          if (!text.empty()) return write(text);
+          return true;
+        }
+        events.WaitForNewer(state->after, poll);
+        if (std::chrono::steady_clock::now() - state->last_write >= keepalive) {
+          return write(": keepalive\n\n");
+        }
+        return true;
+      },
+      [this](bool) { metrics.StreamClosed(); });
+  return absl::OkStatus();
+}
+
+RestApi::RestApi(Catalog& catalog, GraphStore& graphs, HostRegistry& registry, EventLog& events,
+                 HttpMetrics& metrics, RestOptions options)
+    : impl_(
+          std::make_unique<Impl>(catalog, graphs, registry, events, metrics, std::move(options))) {}
+
+RestApi::~RestApi() { Stop(); }
+
+absl::StatusOr<int> RestApi::Start() { return impl_->Start(); }
+void RestApi::Stop() { impl_->Stop(); }
+int RestApi::port() const { return impl_->port; }
+
+}  // namespace strata::server
