@@ -14,6 +14,9 @@ PACKAGES=(
   libcpp-httplib-dev libtomlplusplus-dev
   # tools the demo and the tests drive: disk images, file systems, libvirt clients
   qemu-utils libvirt-clients btrfs-progs xfsprogs e2fsprogs util-linux
+  # /usr/sbin/libvirtd: the tests run a private one serving the test driver on their own socket
+  # (tests/integration/private_libvirtd.h); nothing is started or enabled system-wide
+  libvirt-daemon
 )
 
 missing=()

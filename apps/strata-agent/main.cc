@@ -32,6 +32,7 @@ struct ConfigFlags {
   std::string config_file;
   std::string host_id, cluster, connect, listen, server, plugin_dir, hypervisor, log_level;
   double reconcile_interval = -1;
+  int64_t event_window_ms = -1;
   std::vector<std::string> dir_volumes;  // NAME=PATH
   CLI::Option* server_option = nullptr;
 
@@ -59,6 +60,10 @@ struct ConfigFlags {
                         "standalone, no registration)");
     cmd->add_option("--reconcile-interval", reconcile_interval,
                     "Seconds between reconciliation discoveries (default: 30; 0 = off)");
+    cmd->add_option("--event-window-ms", event_window_ms,
+                    "Event coalescing window in ms: one change set per window (default: 1000; "
+                    "0 = no hypervisor events, discoveries only)")
+        ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
   }
 
   absl::StatusOr<AgentConfig> Resolve() const {
@@ -80,6 +85,7 @@ struct ConfigFlags {
     set(config.log_level, log_level);
     if (server_option != nullptr && server_option->count() > 0) config.server = server;
     if (reconcile_interval >= 0) config.reconcile_interval_s = reconcile_interval;
+    if (event_window_ms >= 0) config.event_window_ms = event_window_ms;
     if (config.host_id.empty()) config.host_id = strata::agent::DefaultHostId();
     if (config.plugin_dir.empty()) {
       config.plugin_dir = strata::agent::PluginHost::DefaultPluginDirectory();

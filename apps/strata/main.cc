@@ -1,8 +1,13 @@
 // strata: the operator's CLI over stratad's REST API. This file only parses flags; the commands
 // live in src/cli.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -19,6 +24,30 @@ constexpr char kSelectorHelp[] =
     "Selector: key=glob terms separated by spaces or commas, all of which must hold. Keys: type,\n"
     "name, id, or an attribute (attr.KEY). Examples: 'type=vm name=web*',\n"
     "'type=storage_volume name=gold', 'attr.state=running', 'id=vm:*'.";
+
+// `strata events --follow` until SIGINT or SIGTERM: the signals are blocked in every thread and
+// taken by one waiting thread, which asks the CLI to stop (closing the stream's connection); the
+// command then returns normally, exit code 0.
+int FollowUntilSignalled(strata::cli::Cli& cli, const strata::cli::EventsOptions& events) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    int signal = 0;
+    while (sigwait(&signals, &signal) == 0) {
+      if (done) return;
+      cli.StopFollowing();
+    }
+  });
+  const int code = cli.Events(events);
+  done = true;
+  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter, which sees `done`
+  waiter.join();
+  return code;
+}
 
 }  // namespace
 
@@ -83,6 +112,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   events_cmd->add_option("--limit", limit, "At most N events")->check(CLI::Range(1, 10000));
   events_cmd->add_option("--host", events.host, "Only the events of this host id");
+  auto* follow_flag = events_cmd->add_flag(
+      "--follow,-f", events.follow,
+      "Keep printing events as they happen (from --after SEQ, else from now on), reconnecting\n"
+      "after a dropped connection without repeating events; Ctrl-C ends it");
+  events_cmd->get_option("--limit")->excludes(follow_flag);
 
   CLI::App* backups = app.add_subcommand("backups", "List backups");
   CLI::App* jobs = app.add_subcommand("jobs", "List jobs with their state and progress");
@@ -129,7 +163,7 @@ int main(int argc, char** argv) {
   if (*events_cmd) {
     if (after >= 0) events.after = after;
     if (limit >= 0) events.limit = limit;
-    return cli.Events(events);
+    return events.follow ? FollowUntilSignalled(cli, events) : cli.Events(events);
   }
   if (*backups) return cli.Backups();
   if (*jobs) return cli.Jobs();

@@ -149,4 +149,38 @@ absl::StatusOr<ApiResponse> ApiClient::Post(const std::string& target,
   return Convert(client_->Post(prefix_ + target, json_body, "application/json"));
 }
 
+absl::StatusOr<int> ApiClient::GetStreaming(
+    const std::string& target, const std::vector<std::pair<std::string, std::string>>& headers,
+    const std::function<bool(int status, const std::string& content_type)>& on_response,
+    const std::function<bool(const char* data, size_t size)>& on_data) {
+  httplib::Headers request_headers(headers.begin(), headers.end());
+  bool cancelled_by_us = false;
+  httplib::Result result = client_->Get(
+      prefix_ + target, request_headers,
+      [&](const httplib::Response& response) {
+        const bool go_on = on_response(response.status, response.get_header_value("Content-Type"));
+        cancelled_by_us = !go_on;
+        return go_on;
+      },
+      [&](const char* data, size_t size) {
+        const bool go_on = on_data(data, size);
+        cancelled_by_us = !go_on;
+        return go_on;
+      });
+  if (result) return result->status;
+  if (cancelled_by_us || result.error() == httplib::Error::Canceled) {
+    return absl::CancelledError("request ended by the client");
+  }
+  if (result.error() == httplib::Error::Connection) {
+    return absl::UnavailableError(ConnectFailure(host_, port_));
+  }
+  return absl::UnavailableError(Describe(result.error()));
+}
+
+void ApiClient::SetReadTimeout(std::chrono::milliseconds timeout) {
+  client_->set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
+}
+
+void ApiClient::Stop() { client_->stop(); }
+
 }  // namespace strata::cli

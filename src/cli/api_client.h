@@ -4,8 +4,13 @@
 // every HTTP answer, error statuses included, is a response for the caller to judge.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -41,6 +46,23 @@ class ApiClient {
   // `target` is the path with its (already escaped) query, e.g. "/api/v1/vms?host=a".
   absl::StatusOr<ApiResponse> Get(const std::string& target);
   absl::StatusOr<ApiResponse> Post(const std::string& target, const std::string& json_body);
+
+  // A GET whose answer is handed over as it arrives (a server-sent-events stream):
+  // `on_response(status, content_type)` once the headers are in, then `on_data` for each piece
+  // of the body, error answers included. Either returning false ends the request. Returns the
+  // HTTP status once the answer has ended; Cancelled when a callback or Stop() ended it;
+  // Unavailable on a transport failure (nothing listening, connection reset, read timeout).
+  absl::StatusOr<int> GetStreaming(
+      const std::string& target, const std::vector<std::pair<std::string, std::string>>& headers,
+      const std::function<bool(int status, const std::string& content_type)>& on_response,
+      const std::function<bool(const char* data, size_t size)>& on_data);
+
+  // How long a read may wait for data (default 60 s).
+  void SetReadTimeout(std::chrono::milliseconds timeout);
+
+  // Thread-safe: shuts down the connection of a request in flight, whose call then returns
+  // (GetStreaming: Cancelled). A no-op when nothing is in flight.
+  void Stop();
 
  private:
   ApiClient(std::string server, std::string prefix, std::unique_ptr<httplib::Client> client);

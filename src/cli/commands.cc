@@ -1,9 +1,11 @@
 #include "commands.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 #include <tuple>
 
+#include "event_stream.h"
 #include "render.h"
 #include "strata/util/strings.h"
 
@@ -99,6 +101,12 @@ std::string EventsTarget(const EventsOptions& options) {
   return "/api/v1/events" +
          QueryString({{"after", options.after ? std::to_string(*options.after) : ""},
                       {"limit", options.limit ? std::to_string(*options.limit) : ""},
+                      {"host", options.host}});
+}
+
+std::string EventStreamTarget(const EventsOptions& options) {
+  return "/api/v1/events/stream" +
+         QueryString({{"after", options.after ? std::to_string(*options.after) : ""},
                       {"host", options.host}});
 }
 
@@ -201,9 +209,128 @@ int Cli::List(const std::string& target, std::string (*render)(const json&)) {
 
 int Cli::Hosts() { return List("/api/v1/hosts", RenderHosts); }
 int Cli::Vms(const VmsOptions& options) { return List(VmsTarget(options), RenderVms); }
-int Cli::Events(const EventsOptions& options) { return List(EventsTarget(options), RenderEvents); }
+int Cli::Events(const EventsOptions& options) {
+  return options.follow ? Follow(options) : List(EventsTarget(options), RenderEvents);
+}
 int Cli::Backups() { return List("/api/v1/backups", RenderBackups); }
 int Cli::Jobs() { return List("/api/v1/jobs", RenderJobs); }
+
+void Cli::StopFollowing() {
+  std::lock_guard lock(follow_mu_);
+  stop_ = true;
+  if (follow_client_ != nullptr) follow_client_->Stop();
+  follow_cv_.notify_all();
+}
+
+namespace {
+
+std::string Millis(std::chrono::milliseconds delay) {
+  return delay.count() % 1000 == 0 ? Cat(delay.count() / 1000, " s") : Cat(delay.count(), " ms");
+}
+
+}  // namespace
+
+int Cli::Follow(const EventsOptions& options) {
+  if (options.limit) return Fail("--limit does not apply to --follow", kExitError);
+  absl::StatusOr<std::unique_ptr<ApiClient>> created = ApiClient::Create(globals_.server);
+  if (!created.ok()) return Fail(std::string(created.status().message()), kExitError);
+  std::unique_ptr<ApiClient> client = *std::move(created);
+  client->SetReadTimeout(options.stream_read_timeout);
+  {
+    std::lock_guard lock(follow_mu_);
+    if (stop_) return kExitOk;
+    follow_client_ = client.get();
+  }
+  struct Unregister {
+    Cli* cli;
+    ~Unregister() {
+      std::lock_guard lock(cli->follow_mu_);
+      cli->follow_client_ = nullptr;
+    }
+  } unregister{this};
+
+  std::optional<int64_t> last_seq;  // of the last event printed: resume after it, skip repeats
+  bool header_printed = false;
+  bool connected_once = false;
+  Backoff backoff(options.reconnect_initial, options.reconnect_max);
+  SseParser parser;
+
+  auto print = [&](const SseEvent& event) {
+    json parsed = json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+    std::optional<int64_t> seq;
+    if (parsed.is_object() && parsed.contains("seq") && parsed["seq"].is_number_integer()) {
+      seq = parsed["seq"].get<int64_t>();
+    } else if (uint64_t id = 0; util::ParseUint(event.id, id) && id <= INT64_MAX) {
+      seq = static_cast<int64_t>(id);
+    }
+    if (seq && last_seq && *seq <= *last_seq) return !Stopping();  // seen already
+    if (seq) last_seq = seq;
+    if (!parsed.is_object()) {
+      err_ << "strata: skipping an event that is not a JSON object: " << event.data.substr(0, 200)
+           << "\n";
+    } else if (globals_.json) {
+      out_ << parsed.dump() << "\n";
+    } else {
+      if (!header_printed) out_ << RenderEventStreamHeader();
+      header_printed = true;
+      out_ << RenderEventStreamRow(parsed);
+    }
+    out_.flush();
+    return !Stopping();
+  };
+
+  while (!Stopping()) {
+    parser.Reset();
+    std::vector<std::pair<std::string, std::string>> headers = {{"Accept", "text/event-stream"}};
+    if (last_seq) headers.emplace_back("Last-Event-ID", std::to_string(*last_seq));
+    int status = 0;
+    std::string error_body;
+    absl::StatusOr<int> result = client->GetStreaming(
+        EventStreamTarget(options), headers,
+        [&](int answer_status, const std::string&) {
+          status = answer_status;
+          if (status == 200) {
+            connected_once = true;
+            backoff.Reset();
+          }
+          return !Stopping();
+        },
+        [&](const char* data, size_t size) {
+          if (status != 200) {
+            if (error_body.size() < 65536) error_body.append(data, size);
+            return !Stopping();
+          }
+          return parser.Feed(data, size, print) && !Stopping();
+        });
+    if (Stopping()) break;
+    std::string why;
+    if (result.ok() && *result != 200) {
+      // 503 (too many streams) and other server-side trouble pass; a bad request does not.
+      if (*result < 500 || *result == 501) {
+        return Fail(ErrorMessage(*result, error_body), kExitError);
+      }
+      why = ErrorMessage(*result, error_body);
+    } else if (result.ok()) {
+      why = "the server ended the stream";
+    } else if (!connected_once) {
+      return Fail(Cat("cannot reach stratad at ", globals_.server, ": ",
+                      std::string(result.status().message())),
+                  kExitUnreachable);
+    } else {
+      why = std::string(result.status().message());
+    }
+    if (std::optional<std::chrono::milliseconds> retry = parser.retry()) {
+      backoff.SetInitial(*retry);
+    }
+    const std::chrono::milliseconds delay = backoff.Next();
+    err_ << "strata: event stream interrupted (" << why << "); reconnecting in " << Millis(delay)
+         << "\n";
+    err_.flush();
+    std::unique_lock lock(follow_mu_);
+    follow_cv_.wait_for(lock, delay, [&] { return stop_.load(); });
+  }
+  return kExitOk;
+}
 
 int Cli::Tree(const TreeOptions& options) {
   const std::vector<std::string> targets = TreeTargets(options, globals_.json);

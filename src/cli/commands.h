@@ -6,7 +6,11 @@
 // input is invalid; 2 stratad cannot be reached; 3 a graph query matched nothing.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -50,6 +54,16 @@ struct EventsOptions {
   std::optional<int64_t> after;
   std::optional<int> limit;
   std::string host;
+  // --follow: stream /api/v1/events/stream until StopFollowing() (SIGINT), reconnecting with
+  // Last-Event-ID after a dropped connection. Without `after` the stream starts at the newest
+  // event.
+  bool follow = false;
+  // Reconnection back-off: the first delay (or the server's "retry:", when it sends one),
+  // doubling up to the second.
+  std::chrono::milliseconds reconnect_initial{250};
+  std::chrono::milliseconds reconnect_max{5000};
+  // A stream silent this long counts as dropped (stratad sends a keepalive every 2 s).
+  std::chrono::milliseconds stream_read_timeout{10000};
 };
 
 struct BackupOptions {
@@ -81,6 +95,8 @@ std::string VmSelector(const std::string& vm);
 std::vector<std::string> TreeTargets(const TreeOptions& options, bool json);
 std::string FindTarget(const FindOptions& options, bool json);
 std::string EventsTarget(const EventsOptions& options);
+// The stream's target: `after` and `host` (the reconnections send Last-Event-ID instead).
+std::string EventStreamTarget(const EventsOptions& options);
 nlohmann::json BackupBody(const BackupOptions& options);
 nlohmann::json RestoreBody(const RestoreOptions& options);
 
@@ -98,7 +114,13 @@ class Cli {
   int Vms(const VmsOptions& options);
   int Tree(const TreeOptions& options);
   int Find(const FindOptions& options);
+  // Lists events, or follows the stream when `options.follow`: prints each event as a table row
+  // (one compact JSON object per line with --json) as it arrives, reconnects after a dropped
+  // connection without printing an event twice, and returns kExitOk once StopFollowing() is
+  // called. Exit 2 when the first connection fails, 1 on an error answer other than 5xx.
   int Events(const EventsOptions& options);
+  // Thread-safe (call it from a signal-waiting thread): ends a running or future --follow.
+  void StopFollowing();
   int Backups();
   int Jobs();
   int Backup(const BackupOptions& options);
@@ -113,6 +135,13 @@ class Cli {
   int List(const std::string& target, std::string (*render)(const nlohmann::json&));
   int Fail(const std::string& message, int code);
   void PrintJson(const std::string& body);
+  int Follow(const EventsOptions& options);
+  bool Stopping() const { return stop_.load(); }
+
+  std::mutex follow_mu_;
+  std::condition_variable follow_cv_;
+  std::atomic<bool> stop_{false};
+  ApiClient* follow_client_ = nullptr;  // guarded by follow_mu_
 
   GlobalOptions globals_;
   std::ostream& out_;

@@ -1,6 +1,7 @@
 #include "render.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "strata/util/strings.h"
 
@@ -126,6 +127,33 @@ std::string RenderEvents(const json& answer) {
     rows.push_back(Row(event, {"seq", "time", "host", "kind", "vm_uuid", "detail"}));
   }
   return RenderTable({"SEQ", "TIME", "HOST", "KIND", "VM", "DETAIL"}, rows);
+}
+
+namespace {
+
+constexpr size_t kStreamWidths[] = {6, 24, 12, 8, 36};  // SEQ TIME HOST KIND VM; DETAIL unpadded
+
+std::string StreamRow(const std::vector<std::string>& cells) {
+  std::string line;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    line += cells[i];
+    if (i + 1 == cells.size()) break;
+    const size_t width = i < std::size(kStreamWidths) ? kStreamWidths[i] : 0;
+    line.append(width > Width(cells[i]) ? width - Width(cells[i]) : 0, ' ');
+    line += "  ";
+  }
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  return line + "\n";
+}
+
+}  // namespace
+
+std::string RenderEventStreamHeader() {
+  return StreamRow({"SEQ", "TIME", "HOST", "KIND", "VM", "DETAIL"});
+}
+
+std::string RenderEventStreamRow(const json& event) {
+  return StreamRow(Row(event, {"seq", "time", "host", "kind", "vm_uuid", "detail"}));
 }
 
 std::string RenderBackups(const json& answer) {

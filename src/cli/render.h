@@ -24,6 +24,10 @@ std::string Field(const nlohmann::json& object, const char* key);
 std::string RenderHosts(const nlohmann::json& answer);
 std::string RenderVms(const nlohmann::json& answer);
 std::string RenderEvents(const nlohmann::json& answer);
+// `strata events --follow`: the header and one row per event, each ending in '\n', with fixed
+// column widths (a stream cannot be measured first); the columns of RenderEvents.
+std::string RenderEventStreamHeader();
+std::string RenderEventStreamRow(const nlohmann::json& event);
 std::string RenderBackups(const nlohmann::json& answer);
 std::string RenderJobs(const nlohmann::json& answer);
 // A graph answer ({"nodes":[...],"edges":[...]}) as a TYPE NAME ID table (TYPE NAME HOST ID when

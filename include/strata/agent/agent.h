@@ -1,8 +1,10 @@
-// strata-agent as a running daemon: loads the plug-ins, serves the gRPC host services, runs a
-// reconciliation discovery periodically (feeding the change log), and registers with stratad.
+// strata-agent as a running daemon: loads the plug-ins, serves the gRPC host services, runs the
+// event manager (hypervisor events coalesced per window, plus periodic reconciliation, feeding
+// the change log; with event_window_ms = 0 only a periodic reconciliation discovery), and
+// registers with stratad.
 //
 // Order of construction (and reverse order of destruction): PluginHost, HostServices,
-// AgentServer, reconciliation thread, RegistrationClient.
+// AgentServer, EventManager (or reconciliation thread), RegistrationClient.
 //
 // Threading: Start and Stop on the owner's thread; the rest runs on threads of its own.
 #pragma once
@@ -12,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/agent/config.h"
+#include "strata/agent/event_manager.h"
 #include "strata/agent/host_services.h"
 #include "strata/agent/plugin_host.h"
 #include "strata/agent/registration.h"
@@ -40,6 +43,8 @@ class Agent {
   const PluginHost& plugins() const;
   // nullptr when standalone (config.server empty).
   const RegistrationClient* registration() const;
+  // nullptr when config.event_window_ms is 0.
+  const EventManager* events() const;
 
   void Stop();  // idempotent
 

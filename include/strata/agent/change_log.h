@@ -1,10 +1,12 @@
 // The agent's change log: an in-memory, sequence-numbered list of VM changes (added, removed,
-// modified), fed by comparing each whole-host discovery's VM list with the previous one. A VM is
-// "modified" when its state or its saved configuration (the vm_config digest) changed.
+// modified), fed by comparing observations of VMs with what the log last reported (its
+// "reported" view): a whole-host observation (discovery, reconciliation) or the observation of
+// some VMs (the event manager, once per window). A VM is "modified" when its state, name or
+// saved configuration (the vm_config digest) changed.
 //
-// This is the honest minimal form of the event manager (libvirt event subscription and
-// coalescing come with the events issue); sequences are monotonic and never reused within one
-// agent process. The log keeps the newest `capacity` entries.
+// Each Observe* call appends its entries under one lock and wakes waiters once, so that one
+// call becomes one notification to stratad. Sequences are monotonic and never reused within
+// one agent process. The log keeps the newest `capacity` entries.
 //
 // Threading: every method may be called from any thread (one internal mutex).
 #pragma once
@@ -52,6 +54,11 @@ class ChangeLog {
   // difference (sorted by uuid within one observation) and returns the new entries. The first
   // observation reports every VM as added.
   std::vector<VmChange> Observe(const std::vector<VmObservation>& vms, const std::string& source);
+  // The same for the VMs in `scope` only (uuids): those of `scope` absent from `present` are
+  // gone. Entries in the order of `scope`. VMs outside `scope` are left as they are.
+  std::vector<VmChange> ObserveSome(const std::vector<std::string>& scope,
+                                    const std::vector<VmObservation>& present,
+                                    const std::string& source);
 
   // Entries with a sequence greater than `sequence`, oldest first.
   std::vector<VmChange> Since(uint64_t sequence) const;

@@ -8,12 +8,14 @@
 //   plugin_dir = "/usr/lib/strata/plugins"  # default: <exe dir>/../lib/strata/plugins
 //   hypervisor = "libvirt"                  # name of the hypervisor plug-in
 //   reconcile_interval = 30.0               # seconds between reconciliation discoveries; 0 = off
+//   event_window_ms = 1000                  # event coalescing window; 0 = no event manager
 //   log_level = "info"                      # trace, debug, info, warn, error, off
 //   [[storage.dir]]                         # directory-backed storage volumes (dir plug-in)
 //   name = "gold"
 //   path = "/srv/volumes/gold"
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,9 @@ struct AgentConfig {
   std::string plugin_dir;               // empty: PluginHost::DefaultPluginDirectory()
   std::string hypervisor = "libvirt";
   double reconcile_interval_s = 30;
+  // Window of the event manager (hypervisor events coalesced per VM, one change set per
+  // window). 0: no event manager; the change log is then fed by whole-host discoveries only.
+  int64_t event_window_ms = 1000;
   std::string log_level = "info";
 };
 

@@ -3,7 +3,9 @@
 // services (src/agent/rpc) are thin adapters over this class.
 //
 // Hypervisor connection: opened lazily on first use, dropped after a failure that is not the
-// caller's fault (anything but NotFound / InvalidArgument) and re-opened on the next call.
+// caller's fault (anything but NotFound / InvalidArgument) or after the plug-in reported the
+// connection closed, and re-opened on the next call (the event manager retries with back-off).
+// With an event sink subscribed, every newly opened connection is subscribed too.
 //
 // Threading: every method may be called from any thread. Discoveries (and health probes, which
 // use the hypervisor) are serialised by one mutex: a Hypervisor and the resolver are used by one
@@ -20,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "strata/agent/change_log.h"
 #include "strata/agent/config.h"
+#include "strata/agent/host_view.h"
 #include "strata/agent/plugin_host.h"
 #include "strata/core/graph.h"
 #include "strata/core/query.h"
@@ -56,11 +59,11 @@ struct DiscoverResult {
   std::vector<VmChange> changes;  // change-log entries this discovery produced
 };
 
-class HostServices {
+class HostServices : public HostView {
  public:
   // `system`: where the resolver reads /proc, /sys, /dev (default: the live machine).
   HostServices(const PluginHost& plugins, AgentConfig config, storage::SystemView system = {});
-  ~HostServices();
+  ~HostServices() override;
   HostServices(const HostServices&) = delete;
   HostServices& operator=(const HostServices&) = delete;
 
@@ -69,6 +72,14 @@ class HostServices {
   // 'URI'"), InvalidArgument for bad filters, NotFound when no hypervisor plug-in of the
   // configured name is loaded.
   absl::StatusOr<DiscoverResult> Discover(const DiscoverParams& params);
+
+  // HostView (for the event manager). ObserveAll/ObserveVms do not feed the change log.
+  absl::StatusOr<std::vector<VmObservation>> ObserveAll() override;
+  absl::StatusOr<std::vector<VmObservation>> ObserveVms(
+      const std::vector<std::string>& uuids) override;
+  // Unimplemented "hypervisor plug-in 'NAME' does not deliver events"; Unavailable when the
+  // hypervisor cannot be reached now (the sink stays, and is subscribed once it can).
+  absl::Status SubscribeEvents(hypervisor::EventSink sink) override;
 
   // "ok", or the whole message of why the hypervisor cannot be reached.
   std::string HypervisorStatus();
@@ -98,6 +109,11 @@ class HostServices {
   std::mutex mutex_;  // guards hypervisor_ and resolver_, serialises discoveries
   std::unique_ptr<hypervisor::Hypervisor> hypervisor_;
   std::unique_ptr<storage::StorageResolver> resolver_;
+  hypervisor::EventSink event_sink_;  // guarded by mutex_; wraps the subscriber's
+  bool subscribed_once_ = false;      // guarded by mutex_
+  absl::Status subscribe_status_;     // guarded by mutex_; of the last subscription attempt
+  std::shared_ptr<std::atomic<bool>> connection_closed_ =
+      std::make_shared<std::atomic<bool>>(false);
   std::atomic<uint64_t> version_{0};
   mutable std::mutex endpoint_mutex_;
   std::string endpoint_;

@@ -35,7 +35,8 @@
 namespace strata::plugin {
 
 // Bump whenever a type in this header, hypervisor.h, domain.h or storage.h changes layout.
-inline constexpr uint32_t kPluginApiVersion = 1;
+// 2: Hypervisor::SubscribeEvents (vtable), HypervisorEvent, EventKind, EventSink.
+inline constexpr uint32_t kPluginApiVersion = 2;
 inline constexpr int kPluginApiMismatch = 2;
 inline constexpr char kPluginEntryPoint[] = "strata_plugin_init";
 

@@ -4,12 +4,14 @@
 #include <libvirt/virterror.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <utility>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -41,13 +43,58 @@ using CString = std::unique_ptr<char, MallocFree>;
 
 void DiscardLibvirtError(void* /*user_data*/, virErrorPtr /*error*/) {}
 
+void WakeEventLoop(int /*timer*/, void* /*opaque*/) {}
+
 void InitLibvirtOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
     // A failure here shows again, with libvirt's message, in the virConnectOpen that follows.
     (void)virInitialize();
     virSetErrorFunc(nullptr, DiscardLibvirtError);
+    // Must precede every virConnectOpen of the process: connections pick the loop up when
+    // they are opened (events, keepalive).
+    (void)virEventRegisterDefaultImpl();
+    // Wakes the loop every 100 ms so that its thread notices a stop request.
+    (void)virEventAddTimeout(100, WakeEventLoop, nullptr, nullptr);
   });
+}
+
+// The one thread running libvirt's default event loop, while at least one user holds it.
+class EventLoopThread {
+ public:
+  static EventLoopThread& Get() {
+    static EventLoopThread* loop = new EventLoopThread();  // never destroyed: exit-safe
+    return *loop;
+  }
+  void Acquire() {
+    std::lock_guard lock(mutex_);
+    if (users_++ > 0) return;
+    running_.store(true);
+    thread_ = std::thread([this] {
+      while (running_.load()) {
+        if (virEventRunDefaultImpl() < 0)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  void Release() {
+    std::lock_guard lock(mutex_);
+    if (--users_ > 0) return;
+    running_.store(false);
+    if (thread_.joinable()) thread_.join();  // the 100 ms timer wakes it
+  }
+
+ private:
+  std::mutex mutex_;
+  int users_ = 0;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+};
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // The message of the last libvirt error of this thread (libvirt keeps it per thread).
@@ -216,6 +263,126 @@ Domain MakeListedDomain(std::string uuid, std::string name, DomainState state, b
 
 }  // namespace libvirt_internal
 
+// ---- events -----------------------------------------------------------------------------------
+
+// Shared by the object and every registered callback (each holds a heap shared_ptr as opaque,
+// freed by libvirt's free callback), so a late callback never sees a dead object.
+struct LibvirtHypervisor::EventState {
+  std::mutex mutex;  // held only to read or replace `sink`; never while calling libvirt
+  EventSink sink;    // empty once unsubscribed
+
+  void Deliver(HypervisorEvent event) {
+    std::lock_guard lock(mutex);
+    if (sink) sink(std::move(event));
+  }
+};
+
+namespace {
+
+using EventStatePtr = std::shared_ptr<LibvirtHypervisor::EventState>;
+
+LibvirtHypervisor::EventState& StateOf(void* opaque) {
+  return **static_cast<EventStatePtr*>(opaque);
+}
+void FreeStateBox(void* opaque) { delete static_cast<EventStatePtr*>(opaque); }
+
+// Copies what identifies `domain` (local accessors: no call to the hypervisor).
+HypervisorEvent EventFor(virDomainPtr domain, EventKind kind, std::string detail) {
+  HypervisorEvent event;
+  char uuid[VIR_UUID_STRING_BUFLEN] = {};
+  if (domain != nullptr && virDomainGetUUIDString(domain, uuid) == 0) event.vm_uuid = uuid;
+  const char* name = domain != nullptr ? virDomainGetName(domain) : nullptr;
+  if (name != nullptr) event.vm_name = name;
+  event.kind = kind;
+  event.detail = std::move(detail);
+  event.time_unix_ms = NowUnixMs();
+  return event;
+}
+
+std::string Text(const char* text) { return text != nullptr ? text : ""; }
+
+// (kind, detail name) of a lifecycle event.
+std::pair<EventKind, std::string> LifecycleKind(int event, int detail) {
+  auto name = [detail](std::initializer_list<const char*> names) {
+    return detail >= 0 && static_cast<size_t>(detail) < names.size()
+               ? std::string(names.begin()[detail])
+               : absl::StrCat("detail-", detail);
+  };
+  switch (event) {
+    case VIR_DOMAIN_EVENT_DEFINED:
+      return {
+          detail == VIR_DOMAIN_EVENT_DEFINED_ADDED ? EventKind::kDefined : EventKind::kRedefined,
+          name({"added", "updated", "renamed", "from-snapshot"})};
+    case VIR_DOMAIN_EVENT_UNDEFINED:
+      return {EventKind::kUndefined, name({"removed", "renamed"})};
+    case VIR_DOMAIN_EVENT_STARTED:
+      return {EventKind::kStarted,
+              name({"booted", "migrated", "restored", "from-snapshot", "wakeup"})};
+    case VIR_DOMAIN_EVENT_SUSPENDED:
+      return {EventKind::kSuspended,
+              name({"paused", "migrated", "ioerror", "watchdog", "restored", "from-snapshot",
+                    "api-error", "postcopy", "postcopy-failed"})};
+    case VIR_DOMAIN_EVENT_RESUMED:
+      return {EventKind::kResumed,
+              name({"unpaused", "migrated", "from-snapshot", "postcopy", "postcopy-failed"})};
+    case VIR_DOMAIN_EVENT_STOPPED:
+      return {EventKind::kStopped, name({"shutdown", "destroyed", "crashed", "migrated", "saved",
+                                         "failed", "from-snapshot"})};
+    case VIR_DOMAIN_EVENT_SHUTDOWN:
+      return {EventKind::kOtherLifecycle, absl::StrCat("shutdown-", detail)};
+    case VIR_DOMAIN_EVENT_PMSUSPENDED:
+      return {EventKind::kOtherLifecycle, absl::StrCat("pmsuspended-", detail)};
+    case VIR_DOMAIN_EVENT_CRASHED:
+      return {EventKind::kOtherLifecycle, absl::StrCat("crashed-", detail)};
+    default:
+      return {EventKind::kOtherLifecycle, absl::StrCat("event-", event, "-", detail)};
+  }
+}
+
+int OnLifecycle(virConnectPtr, virDomainPtr domain, int event, int detail, void* opaque) {
+  auto [kind, name] = LifecycleKind(event, detail);
+  StateOf(opaque).Deliver(EventFor(domain, kind, std::move(name)));
+  return 0;
+}
+void OnDeviceAdded(virConnectPtr, virDomainPtr domain, const char* alias, void* opaque) {
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kDeviceAdded, Text(alias)));
+}
+void OnDeviceRemoved(virConnectPtr, virDomainPtr domain, const char* alias, void* opaque) {
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kDeviceRemoved, Text(alias)));
+}
+void OnMetadataChange(virConnectPtr, virDomainPtr domain, int type, const char* nsuri,
+                      void* opaque) {
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kModified,
+                                   absl::StrCat("metadata-", type, nsuri ? " " : "", Text(nsuri))));
+}
+void OnDiskChange(virConnectPtr, virDomainPtr domain, const char* old_path, const char* new_path,
+                  const char* alias, int reason, void* opaque) {
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kModified,
+                                   absl::StrCat("disk-change ", Text(alias), " ", Text(old_path),
+                                                " -> ", Text(new_path), " (", reason, ")")));
+}
+void OnTrayChange(virConnectPtr, virDomainPtr domain, const char* alias, int reason, void* opaque) {
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kModified,
+                                   absl::StrCat("tray-change ", Text(alias), " (", reason, ")")));
+}
+void OnBlockJob(virConnectPtr, virDomainPtr domain, const char* disk, int type, int status,
+                void* opaque) {
+  // Only a finished job can have changed the disk's chain (commit, pivot, pull).
+  if (status != VIR_DOMAIN_BLOCK_JOB_COMPLETED) return;
+  StateOf(opaque).Deliver(EventFor(domain, EventKind::kModified,
+                                   absl::StrCat("block-job ", Text(disk), " type ", type)));
+}
+void OnClose(virConnectPtr, int reason, void* opaque) {
+  const char* names[] = {"error", "eof", "keepalive", "client"};
+  HypervisorEvent event;
+  event.kind = EventKind::kConnectionClosed;
+  event.detail = reason >= 0 && reason < 4 ? names[reason] : absl::StrCat("reason-", reason);
+  event.time_unix_ms = NowUnixMs();
+  StateOf(opaque).Deliver(std::move(event));
+}
+
+}  // namespace
+
 void LibvirtHypervisor::ConnectionCloser::operator()(_virConnect* connection) const {
   virConnectClose(connection);
 }
@@ -223,14 +390,82 @@ void LibvirtHypervisor::ConnectionCloser::operator()(_virConnect* connection) co
 LibvirtHypervisor::LibvirtHypervisor(ConnectionPtr connection, std::string uri)
     : connection_(std::move(connection)), uri_(std::move(uri)) {}
 
-LibvirtHypervisor::~LibvirtHypervisor() = default;
+LibvirtHypervisor::~LibvirtHypervisor() {
+  UnsubscribeEvents();
+  connection_.reset();
+  EventLoopThread::Get().Release();
+}
+
+void LibvirtHypervisor::UnsubscribeEvents() {
+  if (!events_) return;
+  for (int id : callback_ids_) (void)virConnectDomainEventDeregisterAny(connection_.get(), id);
+  callback_ids_.clear();
+  if (close_callback_registered_) {
+    (void)virConnectUnregisterCloseCallback(connection_.get(), OnClose);
+    close_callback_registered_ = false;
+    close_box_.reset();
+  }
+  // A callback already running finishes before this returns; later ones find no sink.
+  std::lock_guard lock(events_->mutex);
+  events_->sink = nullptr;
+}
+
+absl::Status LibvirtHypervisor::SubscribeEvents(EventSink sink) {
+  if (events_) {
+    std::lock_guard lock(events_->mutex);
+    events_->sink = std::move(sink);
+    return absl::OkStatus();
+  }
+  events_ = std::make_shared<EventState>();
+  events_->sink = std::move(sink);
+  struct Registration {
+    int id;
+    virConnectDomainEventGenericCallback callback;
+    bool required;
+  };
+  const Registration registrations[] = {
+      {VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), true},
+      {VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, VIR_DOMAIN_EVENT_CALLBACK(OnDeviceAdded), false},
+      {VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, VIR_DOMAIN_EVENT_CALLBACK(OnDeviceRemoved), false},
+      {VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(OnMetadataChange), false},
+      {VIR_DOMAIN_EVENT_ID_DISK_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(OnDiskChange), false},
+      {VIR_DOMAIN_EVENT_ID_TRAY_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(OnTrayChange), false},
+      {VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(OnBlockJob), false},
+  };
+  for (const Registration& r : registrations) {
+    auto* box = new EventStatePtr(events_);
+    const int id = virConnectDomainEventRegisterAny(connection_.get(), nullptr, r.id, r.callback,
+                                                    box, FreeStateBox);
+    if (id < 0) {
+      delete box;
+      if (!r.required) continue;
+      absl::Status error =
+          LibvirtError(absl::StrCat("cannot subscribe to the events of hypervisor '", uri_, "'"));
+      UnsubscribeEvents();
+      events_.reset();
+      return absl::UnavailableError(error.message());
+    }
+    callback_ids_.push_back(id);
+  }
+  // Owned by this object, no free callback: a driver without close callbacks (the test
+  // driver) accepts the registration and never frees it; unregistering is synchronous.
+  auto close_box = std::make_shared<EventStatePtr>(events_);
+  if (virConnectRegisterCloseCallback(connection_.get(), OnClose, close_box.get(), nullptr) == 0) {
+    close_callback_registered_ = true;
+    close_box_ = std::move(close_box);
+  }  // else: events still flow; a closed connection shows as failing calls
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Open(const std::string& uri) {
   InitLibvirtOnce();
+  EventLoopThread::Get().Acquire();  // before the connection exists; released by the destructor
   ConnectionPtr connection(virConnectOpen(uri.empty() ? nullptr : uri.c_str()));
   if (!connection) {
+    std::string message = LastLibvirtMessage();
+    EventLoopThread::Get().Release();
     return absl::UnavailableError(
-        absl::StrCat("cannot connect to hypervisor '", uri, "': ", LastLibvirtMessage()));
+        absl::StrCat("cannot connect to hypervisor '", uri, "': ", message));
   }
   CString actual_uri(virConnectGetURI(connection.get()));
   return std::unique_ptr<LibvirtHypervisor>(

@@ -4,9 +4,19 @@
 // time (it keeps no locks of its own). Ownership: Open returns the sole owner of the
 // connection; destroying the object closes it.
 //
-// Process-wide side effect: the first Open installs a no-op libvirt error handler
-// (virSetErrorFunc) so that libvirt does not print errors to stderr; errors are returned as
-// absl::Status instead.
+// Process-wide side effects: the first Open installs a no-op libvirt error handler
+// (virSetErrorFunc) so that libvirt does not print errors to stderr (errors are returned as
+// absl::Status instead), and registers libvirt's default event loop
+// (virEventRegisterDefaultImpl, before any connection is opened). While at least one
+// LibvirtHypervisor exists, one thread of this plug-in runs that loop (virEventRunDefaultImpl,
+// woken every 100 ms by a timer so that it can stop); the last object destroyed stops it.
+//
+// Events (SubscribeEvents): domain LIFECYCLE, DEVICE_ADDED, DEVICE_REMOVED, METADATA_CHANGE,
+// DISK_CHANGE, TRAY_CHANGE and completed BLOCK_JOB_2 events, plus the connection's close
+// callback (reported as kConnectionClosed). The callbacks run on the event-loop thread and only
+// copy the event and call the sink. Reconnection is the caller's job: after kConnectionClosed
+// the object is useless; destroy it and Open again (the agent's HostServices does, with
+// back-off, and then reconciles).
 #pragma once
 
 #include <memory>
@@ -48,8 +58,17 @@ class LibvirtHypervisor final : public Hypervisor {
   // "VM 'X' not found on hypervisor 'URI'".
   absl::StatusOr<std::vector<Domain>> ListDomains(const ListOptions& options) override;
 
+  // Registers the callbacks above on this connection (once; later calls replace the sink).
+  // Failure to register LIFECYCLE: Unavailable "cannot subscribe to the events of hypervisor
+  // 'URI': <libvirt message>"; the other event ids are best effort (a driver may lack them).
+  absl::Status SubscribeEvents(EventSink sink) override;
+
   // The URI of the connection as libvirt reports it (virConnectGetURI).
   const std::string& uri() const { return uri_; }
+
+  // Implementation detail: shared with the libvirt callbacks; outlives this object while
+  // libvirt still holds a callback.
+  struct EventState;
 
  private:
   struct ConnectionCloser {
@@ -58,9 +77,14 @@ class LibvirtHypervisor final : public Hypervisor {
   using ConnectionPtr = std::unique_ptr<_virConnect, ConnectionCloser>;
 
   LibvirtHypervisor(ConnectionPtr connection, std::string uri);
+  void UnsubscribeEvents();
 
   ConnectionPtr connection_;
   std::string uri_;
+  std::shared_ptr<EventState> events_;
+  std::vector<int> callback_ids_;
+  bool close_callback_registered_ = false;
+  std::shared_ptr<void> close_box_;  // the close callback's opaque (a shared_ptr<EventState>)
 };
 
 namespace libvirt_internal {

@@ -4,11 +4,14 @@
 #include <libvirt/virterror.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -309,6 +312,100 @@ TEST(LibvirtHypervisorTest, ListedDomainTakesStateAndIdentityFromLibvirt) {
   EXPECT_TRUE(domain.persistent);
   ASSERT_EQ(domain.disks.size(), 1u);
   EXPECT_EQ(domain.disks[0].source.path, "/x.img");
+}
+
+}  // namespace
+}  // namespace strata::hypervisor
+
+namespace strata::hypervisor {
+namespace {
+
+// Events from the in-process test driver: the test changes test:///default through its own
+// connection; the plug-in's sink receives them on the event-loop thread.
+TEST(LibvirtHypervisorEventsTest, LifecycleEventsReachTheSink) {
+  std::unique_ptr<LibvirtHypervisor> hypervisor = OpenOrDie("test:///default");
+  ASSERT_NE(hypervisor, nullptr);
+  std::mutex mutex;
+  std::vector<std::string> seen;  // "name:kind:detail"
+  ASSERT_TRUE(hypervisor
+                  ->SubscribeEvents([&](HypervisorEvent event) {
+                    std::lock_guard lock(mutex);
+                    if (event.vm_name != "ev-life") return;
+                    EXPECT_EQ(event.vm_uuid, "e7000000-0000-4000-8000-000000000001");
+                    EXPECT_GT(event.time_unix_ms, 0);
+                    seen.push_back(absl::StrCat(event.vm_name, ":",
+                                                std::string(EventKindName(event.kind)), ":",
+                                                event.detail));
+                  })
+                  .ok());
+  virConnectPtr conn = virConnectOpen("test:///default");  // an operator beside the agent
+  ASSERT_NE(conn, nullptr);
+  const char* kXml =
+      "<domain type='test'><name>ev-life</name><uuid>e7000000-0000-4000-8000-000000000001</uuid>"
+      "<memory>65536</memory><os><type>hvm</type></os></domain>";
+  virDomainPtr d = virDomainDefineXML(conn, kXml);
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(virDomainCreate(d), 0);
+  EXPECT_EQ(virDomainSuspend(d), 0);
+  EXPECT_EQ(virDomainResume(d), 0);
+  EXPECT_EQ(virDomainDestroy(d), 0);
+  EXPECT_EQ(virDomainUndefine(d), 0);
+  virDomainFree(d);
+  const std::vector<std::string> expected = {
+      "ev-life:defined:added",    "ev-life:started:booted",    "ev-life:suspended:paused",
+      "ev-life:resumed:unpaused", "ev-life:stopped:destroyed", "ev-life:undefined:removed"};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard lock(mutex);
+      if (seen.size() >= expected.size()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(seen, expected);
+  }
+  virConnectClose(conn);
+  hypervisor.reset();  // deregisters and stops the loop; no callback after this
+}
+
+TEST(LibvirtHypervisorEventsTest, NoEventsAfterDestructionAndResubscribeReplacesTheSink) {
+  std::unique_ptr<LibvirtHypervisor> hypervisor = OpenOrDie("test:///default");
+  ASSERT_NE(hypervisor, nullptr);
+  std::atomic<int> first{0}, second{0};
+  ASSERT_TRUE(hypervisor->SubscribeEvents([&](HypervisorEvent) { ++first; }).ok());
+  ASSERT_TRUE(hypervisor->SubscribeEvents([&](HypervisorEvent) { ++second; }).ok());
+  virConnectPtr conn = virConnectOpen("test:///default");
+  ASSERT_NE(conn, nullptr);
+  const char* kXml =
+      "<domain type='test'><name>ev-two</name><uuid>e7000000-0000-4000-8000-000000000002</uuid>"
+      "<memory>65536</memory><os><type>hvm</type></os></domain>";
+  virDomainPtr d = virDomainDefineXML(conn, kXml);
+  ASSERT_NE(d, nullptr);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (second.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(second.load(), 1);
+  EXPECT_EQ(first.load(), 0);
+  hypervisor.reset();
+  EXPECT_EQ(virDomainUndefine(d), 0);
+  virDomainFree(d);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(second.load(), 1);  // the undefine came after destruction
+  virConnectClose(conn);
+}
+
+TEST(HypervisorInterfaceTest, EventsAreOptional) {
+  struct NoEvents : Hypervisor {
+    absl::StatusOr<HostInfo> GetHostInfo() override { return HostInfo{}; }
+    absl::StatusOr<std::vector<Domain>> ListDomains(const ListOptions&) override {
+      return std::vector<Domain>{};
+    }
+  } plain;
+  EXPECT_EQ(plain.SubscribeEvents([](HypervisorEvent) {}),
+            absl::UnimplementedError("this hypervisor plug-in does not deliver events"));
 }
 
 }  // namespace

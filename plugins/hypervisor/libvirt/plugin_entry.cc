@@ -11,7 +11,7 @@ extern "C" __attribute__((visibility("default"))) int strata_plugin_init(
   strata::plugin::PluginDescriptor descriptor;
   descriptor.name = "libvirt";
   descriptor.version = "0.1.0";
-  descriptor.capabilities = {"discovery", "domain-xml", "storage-pools"};
+  descriptor.capabilities = {"discovery", "domain-xml", "storage-pools", "events"};
   registry->RegisterHypervisor(
       std::move(descriptor),
       [](const std::string& uri)

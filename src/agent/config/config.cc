@@ -81,6 +81,14 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
       !status.ok()) {
     return status;
   }
+  if (const toml::node* node = root.get("event_window_ms"); node != nullptr) {
+    std::optional<int64_t> value = node->value_exact<int64_t>();
+    if (!value.has_value() || *value < 0 || *value > 3600000) {
+      return ConfigError(origin, node->source(),
+                         "'event_window_ms' must be a whole number of milliseconds (0 to 3600000)");
+    }
+    config.event_window_ms = *value;
+  }
   for (auto [key, value] :
        {std::pair<std::string_view, const std::string*>{"listen", &config.listen},
         {"server", &config.server}}) {
@@ -147,6 +155,7 @@ std::string RenderAgentConfig(const AgentConfig& config) {
   if (config.hypervisor != "libvirt") root.insert("hypervisor", config.hypervisor);
   if (config.reconcile_interval_s != 30)
     root.insert("reconcile_interval", config.reconcile_interval_s);
+  if (config.event_window_ms != 1000) root.insert("event_window_ms", config.event_window_ms);
   if (config.log_level != "info") root.insert("log_level", config.log_level);
   if (!config.dir_volumes.empty()) {
     toml::array dirs;

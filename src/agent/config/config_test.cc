@@ -65,6 +65,7 @@ server = "10.0.0.5:7070"
 plugin_dir = "/usr/lib/strata/plugins"
 hypervisor = "other"
 reconcile_interval = 5
+event_window_ms = 250
 log_level = "debug"
 )",
                                                         "d.toml");
@@ -75,6 +76,7 @@ log_level = "debug"
   EXPECT_EQ(config->plugin_dir, "/usr/lib/strata/plugins");
   EXPECT_EQ(config->hypervisor, "other");
   EXPECT_EQ(config->reconcile_interval_s, 5);
+  EXPECT_EQ(config->event_window_ms, 250);
   EXPECT_EQ(config->log_level, "debug");
   absl::StatusOr<AgentConfig> standalone = ParseAgentConfig("server = \"\"\n", "s.toml");
   ASSERT_TRUE(standalone.ok()) << standalone.status();
@@ -95,6 +97,26 @@ TEST(AgentConfigTest, BadAddressesAndIntervalsNameTheKey) {
   EXPECT_EQ(
       config.status().message(),
       "config 'c.toml': line 1: 'reconcile_interval' must be a number of seconds (0 or more)");
+  for (const char* bad : {"event_window_ms = -1\n", "event_window_ms = 1.5\n",
+                          "event_window_ms = \"1s\"\n", "event_window_ms = 3600001\n"}) {
+    config = ParseAgentConfig(bad, "e.toml");
+    ASSERT_FALSE(config.ok()) << bad;
+    EXPECT_EQ(config.status().message(),
+              "config 'e.toml': line 1: 'event_window_ms' must be a whole number of milliseconds "
+              "(0 to 3600000)")
+        << bad;
+  }
+}
+
+TEST(AgentConfigTest, EventWindowDefaultsAndRoundTrips) {
+  absl::StatusOr<AgentConfig> defaults = ParseAgentConfig("", "d.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->event_window_ms, 1000);
+  AgentConfig config = *defaults;
+  config.event_window_ms = 0;
+  absl::StatusOr<AgentConfig> parsed = ParseAgentConfig(RenderAgentConfig(config), "r.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->event_window_ms, 0);
 }
 
 TEST(AgentConfigTest, WrongTypeNamesFileLineAndKey) {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "strata/agent/agent_server.h"
+#include "strata/agent/event_manager.h"
 
 namespace strata::agent {
 
@@ -15,7 +16,8 @@ struct Agent::Impl {
   std::unique_ptr<HostServices> services;
   std::unique_ptr<AgentServer> server;
   std::unique_ptr<RegistrationClient> registration;
-  std::thread reconciler;
+  std::unique_ptr<EventManager> events;  // event_window_ms > 0
+  std::thread reconciler;                // event_window_ms == 0: discoveries only
   std::mutex mutex;
   std::condition_variable stop_cv;
   bool stopping = false;
@@ -63,10 +65,29 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   if (!server.ok()) return server.status();
   impl->server = *std::move(server);
   spdlog::info("serving gRPC on {} as host '{}'", impl->server->endpoint(), config.host_id);
-  if (config.reconcile_interval_s > 0) {
-    auto interval =
-        std::chrono::milliseconds(static_cast<int64_t>(config.reconcile_interval_s * 1000));
-    if (interval.count() < 1) interval = std::chrono::milliseconds(1);
+  auto interval =
+      std::chrono::milliseconds(static_cast<int64_t>(config.reconcile_interval_s * 1000));
+  if (config.reconcile_interval_s > 0 && interval.count() < 1) {
+    interval = std::chrono::milliseconds(1);
+  }
+  if (config.event_window_ms > 0) {
+    EventManagerOptions events;
+    events.window = std::chrono::milliseconds(config.event_window_ms);
+    // reconcile_interval 0: no periodic and no start-up reconciliation (as before); a lost
+    // connection still reconciles.
+    events.reconcile_interval = interval;
+    events.initial_reconcile = interval.count() > 0;
+    impl->events =
+        std::make_unique<EventManager>(*impl->services, impl->services->change_log(), events);
+    impl->events->Start();
+    EventManagerStats stats = impl->events->stats();
+    if (stats.events_status == "ok") {
+      spdlog::info("hypervisor events: subscribed, window {} ms", config.event_window_ms);
+    } else {
+      spdlog::warn("hypervisor events: {}; relying on reconciliation every {} s",
+                   stats.events_status, config.reconcile_interval_s);
+    }
+  } else if (interval.count() > 0) {
     Impl* raw = impl.get();
     impl->reconciler = std::thread([raw, interval] { raw->Reconcile(interval); });
   }
@@ -86,6 +107,7 @@ int Agent::port() const { return impl_->server->port(); }
 HostServices& Agent::services() { return *impl_->services; }
 const PluginHost& Agent::plugins() const { return impl_->plugins; }
 const RegistrationClient* Agent::registration() const { return impl_->registration.get(); }
+const EventManager* Agent::events() const { return impl_->events.get(); }
 
 void Agent::Stop() {
   std::call_once(impl_->stop_once, [this] {
@@ -96,6 +118,7 @@ void Agent::Stop() {
     }
     impl_->stop_cv.notify_all();
     if (impl_->reconciler.joinable()) impl_->reconciler.join();
+    if (impl_->events) impl_->events->Stop();
     impl_->server->Shutdown();
     impl_->services->change_log().Close();
   });

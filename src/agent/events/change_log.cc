@@ -67,6 +67,45 @@ std::vector<VmChange> ChangeLog::Observe(const std::vector<VmObservation>& vms,
   return added;
 }
 
+std::vector<VmChange> ChangeLog::ObserveSome(const std::vector<std::string>& scope,
+                                             const std::vector<VmObservation>& present,
+                                             const std::string& source) {
+  std::map<std::string, const VmObservation*> now_present;
+  for (const VmObservation& vm : present) now_present.emplace(vm.uuid, &vm);
+  const int64_t now = clock_();
+  std::vector<VmChange> added;
+  std::lock_guard lock(mutex_);
+  if (!previous_) previous_.emplace();
+  std::map<std::string, VmObservation>& reported = *previous_;
+  auto append = [&](const VmObservation& vm, ChangeKind kind) {
+    VmChange change{++last_sequence_, vm.uuid, vm.name, kind, now, source};
+    entries_.push_back(change);
+    added.push_back(std::move(change));
+    if (entries_.size() > capacity_) entries_.pop_front();
+  };
+  for (const std::string& uuid : scope) {
+    auto was = reported.find(uuid);
+    auto is = now_present.find(uuid);
+    if (is == now_present.end()) {
+      if (was == reported.end()) continue;  // came and went unseen, or never there
+      append(was->second, ChangeKind::kRemoved);
+      reported.erase(was);
+    } else if (was == reported.end()) {
+      append(*is->second, ChangeKind::kAdded);
+      reported.emplace(uuid, *is->second);
+    } else {
+      const VmObservation& vm = *is->second;
+      if (was->second.state != vm.state || was->second.config_digest != vm.config_digest ||
+          was->second.name != vm.name) {
+        append(vm, ChangeKind::kModified);
+        was->second = vm;
+      }
+    }
+  }
+  if (!added.empty()) changed_.notify_all();
+  return added;
+}
+
 std::vector<VmChange> ChangeLog::Since(uint64_t sequence) const {
   std::lock_guard lock(mutex_);
   std::vector<VmChange> out;

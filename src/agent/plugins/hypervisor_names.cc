@@ -1,6 +1,7 @@
 // Names of the hypervisor value types (include/strata/hypervisor/domain.h). Part of the plug-in
 // SDK library, so that both the agent and every hypervisor plug-in have them.
 #include "strata/hypervisor/domain.h"
+#include "strata/hypervisor/hypervisor.h"
 
 namespace strata::hypervisor {
 
@@ -56,6 +57,36 @@ std::string_view DiskDeviceName(DiskDevice device) {
       return "lun";
   }
   return "disk";
+}
+
+std::string_view EventKindName(EventKind kind) {
+  switch (kind) {
+    case EventKind::kDefined:
+      return "defined";
+    case EventKind::kRedefined:
+      return "redefined";
+    case EventKind::kUndefined:
+      return "undefined";
+    case EventKind::kStarted:
+      return "started";
+    case EventKind::kStopped:
+      return "stopped";
+    case EventKind::kSuspended:
+      return "suspended";
+    case EventKind::kResumed:
+      return "resumed";
+    case EventKind::kOtherLifecycle:
+      return "other-lifecycle";
+    case EventKind::kDeviceAdded:
+      return "device-added";
+    case EventKind::kDeviceRemoved:
+      return "device-removed";
+    case EventKind::kModified:
+      return "modified";
+    case EventKind::kConnectionClosed:
+      return "connection-closed";
+  }
+  return "unknown";
 }
 
 }  // namespace strata::hypervisor

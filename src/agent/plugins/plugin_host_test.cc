@@ -36,7 +36,7 @@ TEST(PluginHostTest, LoadsTheRealPluginsWithKindsAndCapabilities) {
   EXPECT_EQ(libvirt.descriptor.name, "libvirt");
   EXPECT_EQ(plugin::PluginKindName(libvirt.descriptor.kind), "hypervisor");
   EXPECT_THAT(libvirt.descriptor.capabilities,
-              ElementsAre("discovery", "domain-xml", "storage-pools"));
+              ElementsAre("discovery", "domain-xml", "storage-pools", "events"));
   EXPECT_EQ(libvirt.file, kLibvirt);
 
   // The factories work across the shared-object boundary.
@@ -91,11 +91,11 @@ TEST(PluginHostTest, EachBrokenPluginGivesItsErrorNamingTheFileAndTheOthersKeepW
        "plug-in '" + kTestDir + "/libtest_no_entry.so' has no entry point 'strata_plugin_init'"},
       {kTestDir + "/libtest_other_api.so",
        "plug-in '" + kTestDir +
-           "/libtest_other_api.so' was built for plug-in API 99, this agent speaks 1"},
+           "/libtest_other_api.so' was built for plug-in API 99, this agent speaks 2"},
       {kTestDir + "/libtest_no_version_symbol.so",
        "plug-in '" + kTestDir +
            "/libtest_no_version_symbol.so' was built for another plug-in API, this agent speaks "
-           "1"},
+           "2"},
       {kTestDir + "/libtest_init_fails.so",
        "plug-in '" + kTestDir +
            "/libtest_init_fails.so' failed to initialise: cannot reach the frobnicator at "

@@ -40,6 +40,7 @@ class AgentServiceTest : public ::testing::Test {
     options.config.server = "";  // standalone
     options.config.plugin_dir = STRATA_PLUGIN_DIR;
     options.config.reconcile_interval_s = 0;  // discoveries only on request
+    options.config.event_window_ms = 0;       // no event manager: the log is fed by discoveries
     absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Start(std::move(options));
     ASSERT_TRUE(agent.ok()) << agent.status();
     agent_ = *std::move(agent);
@@ -90,7 +91,7 @@ TEST_F(AgentServiceTest, GetAgentInfoListsIdentityPluginsAndCapabilities) {
     EXPECT_TRUE(p.file().starts_with(STRATA_PLUGIN_DIR)) << p.file();
   }
   EXPECT_EQ(plugins, (std::map<std::string, std::string>{
-                         {"hypervisor/libvirt", "discovery,domain-xml,storage-pools,"},
+                         {"hypervisor/libvirt", "discovery,domain-xml,storage-pools,events,"},
                          {"storage/dir", "discovery,"}}));
 
   grpc::ClientContext health_context;

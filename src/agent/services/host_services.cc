@@ -45,6 +45,23 @@ absl::StatusOr<core::Subgraph> ApplyFilters(const core::Graph& graph, const Disc
   return core::RunQuery(graph, query);
 }
 
+// One observation per VM node of a discovered graph (and its summary).
+std::vector<VmObservation> Observations(const core::Graph& graph,
+                                        std::vector<VmSummary>* summaries = nullptr) {
+  std::vector<VmObservation> observed;
+  for (core::NodeIndex node : graph.NodesOfType(core::NodeType::kVm)) {
+    VmSummary vm{AttrOr(graph, node, "uuid"), std::string(graph.Name(node)),
+                 AttrOr(graph, node, "state"), AttrOr(graph, node, "persistent") == "true"};
+    std::string digest;
+    if (auto config = graph.Find(util::Cat("vm_config:", vm.uuid))) {
+      digest = AttrOr(graph, *config, "digest");
+    }
+    observed.push_back({vm.uuid, vm.name, vm.state, std::move(digest)});
+    if (summaries != nullptr) summaries->push_back(std::move(vm));
+  }
+  return observed;
+}
+
 }  // namespace
 
 std::string AgentVersion() { return STRATA_VERSION; }
@@ -95,12 +112,101 @@ std::vector<std::string> HostServices::PluginErrors() const {
 }
 
 absl::Status HostServices::EnsureHypervisorLocked() {
+  if (hypervisor_ != nullptr && connection_closed_->exchange(false)) {
+    hypervisor_.reset();  // the plug-in reported it closed: open a new one
+  }
   if (hypervisor_ != nullptr) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<hypervisor::Hypervisor>> opened =
       plugins_.OpenHypervisor(config_.hypervisor, config_.connect);
   if (!opened.ok()) return opened.status();
   hypervisor_ = *std::move(opened);
+  connection_closed_->store(false);
+  if (event_sink_) {
+    // A failure here does not fail the caller (discovery works without events); the event
+    // manager learns it from SubscribeEvents and reconciles periodically instead.
+    subscribe_status_ = hypervisor_->SubscribeEvents(event_sink_);
+    if (!subscribe_status_.ok()) return absl::OkStatus();
+    if (subscribed_once_) {
+      // Events between the old connection's end and now are lost: ask for a reconciliation.
+      hypervisor::HypervisorEvent reopened;
+      reopened.kind = hypervisor::EventKind::kConnectionClosed;
+      reopened.detail = "reopened";
+      event_sink_(std::move(reopened));
+    }
+    subscribed_once_ = true;
+  }
   return absl::OkStatus();
+}
+
+absl::Status HostServices::SubscribeEvents(hypervisor::EventSink sink) {
+  std::lock_guard lock(mutex_);
+  if (!sink) {
+    // Replacing the plug-in's sink waits for a delivery in progress to finish.
+    event_sink_ = nullptr;
+    if (hypervisor_ != nullptr) (void)hypervisor_->SubscribeEvents(nullptr);
+    return absl::OkStatus();
+  }
+  std::shared_ptr<std::atomic<bool>> closed = connection_closed_;
+  event_sink_ = [closed, sink = std::move(sink)](hypervisor::HypervisorEvent event) {
+    if (event.kind == hypervisor::EventKind::kConnectionClosed && event.detail != "reopened") {
+      closed->store(true);  // never touch the hypervisor from the plug-in's thread
+    }
+    sink(std::move(event));
+  };
+  subscribed_once_ = false;
+  subscribe_status_ = absl::OkStatus();
+  absl::Status status;
+  if (hypervisor_ != nullptr) {
+    status = hypervisor_->SubscribeEvents(event_sink_);
+    if (status.ok()) subscribed_once_ = true;
+  } else {
+    status = EnsureHypervisorLocked();  // subscribes a newly opened hypervisor
+    if (status.ok()) status = subscribe_status_;
+  }
+  if (absl::IsUnimplemented(status)) {
+    event_sink_ = nullptr;
+    return absl::UnimplementedError(
+        util::Cat("hypervisor plug-in '", config_.hypervisor, "' does not deliver events"));
+  }
+  return status;
+}
+
+absl::StatusOr<std::vector<VmObservation>> HostServices::ObserveAll() {
+  std::lock_guard lock(mutex_);
+  if (absl::Status status = EnsureHypervisorLocked(); !status.ok()) return status;
+  absl::StatusOr<core::Graph> graph =
+      DiscoverHost(*hypervisor_, *resolver_, DiscoveryRequest{config_.host_id, {}});
+  if (!graph.ok()) {
+    DropHypervisorIfBrokenLocked(graph.status());
+    return graph.status();
+  }
+  return Observations(*graph);
+}
+
+absl::StatusOr<std::vector<VmObservation>> HostServices::ObserveVms(
+    const std::vector<std::string>& uuids) {
+  std::lock_guard lock(mutex_);
+  if (absl::Status status = EnsureHypervisorLocked(); !status.ok()) return status;
+  if (uuids.empty()) return std::vector<VmObservation>{};
+  // All at once; when one of them is gone, one by one (leaving the missing ones out).
+  absl::StatusOr<core::Graph> graph =
+      DiscoverHost(*hypervisor_, *resolver_, DiscoveryRequest{config_.host_id, uuids});
+  if (graph.ok()) return Observations(*graph);
+  if (!absl::IsNotFound(graph.status())) {
+    DropHypervisorIfBrokenLocked(graph.status());
+    return graph.status();
+  }
+  std::vector<VmObservation> observed;
+  for (const std::string& uuid : uuids) {
+    graph = DiscoverHost(*hypervisor_, *resolver_, DiscoveryRequest{config_.host_id, {uuid}});
+    if (absl::IsNotFound(graph.status())) continue;
+    if (!graph.ok()) {
+      DropHypervisorIfBrokenLocked(graph.status());
+      return graph.status();
+    }
+    for (VmObservation& vm : Observations(*graph)) observed.push_back(std::move(vm));
+  }
+  return observed;
 }
 
 void HostServices::DropHypervisorIfBrokenLocked(const absl::Status& status) {
@@ -120,18 +226,7 @@ absl::StatusOr<DiscoverResult> HostServices::Discover(const DiscoverParams& para
   DiscoverResult result;
   result.graph = *std::move(graph);
   result.version = ++version_;
-  std::vector<VmObservation> observed;
-  for (core::NodeIndex node : result.graph.NodesOfType(core::NodeType::kVm)) {
-    VmSummary vm{AttrOr(result.graph, node, "uuid"), std::string(result.graph.Name(node)),
-                 AttrOr(result.graph, node, "state"),
-                 AttrOr(result.graph, node, "persistent") == "true"};
-    std::string digest;
-    if (auto config = result.graph.Find(util::Cat("vm_config:", vm.uuid))) {
-      digest = AttrOr(result.graph, *config, "digest");
-    }
-    observed.push_back({vm.uuid, vm.name, vm.state, std::move(digest)});
-    result.vms.push_back(std::move(vm));
-  }
+  std::vector<VmObservation> observed = Observations(result.graph, &result.vms);
   if (params.vms.empty()) result.changes = change_log_.Observe(observed, params.source);
   absl::StatusOr<core::Subgraph> selected = ApplyFilters(result.graph, params);
   if (!selected.ok()) return selected.status();
