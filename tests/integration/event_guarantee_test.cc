@@ -29,6 +29,7 @@
 #include "private_libvirtd.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
+#include "stratad_process.h"
 
 namespace {
 
@@ -220,24 +221,12 @@ class EventGuaranteeTest : public ::testing::Test {
   }
 
   void StartServer(int grpc_port) {
-    ChildProcessOptions options;
-    options.log_path = (work_ / "stratad.log").string();
-    options.append_log = true;
     auto server =
-        ChildProcess::Start({STRATAD_BIN, "--db", (work_ / "catalog.db").string(), "--grpc-listen",
-                             Cat("127.0.0.1:", grpc_port), "--http-listen", "127.0.0.1:0",
-                             "--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "1000"},
-                            options);
+        strata::testing::StartStratad(STRATAD_BIN, work_, grpc_port, 200, 1000, kStartTimeout);
     ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    auto groups = server_->WaitForLine(
-        R"(^stratad: listening grpc=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    grpc_port_ = std::stoi((*groups)[1]);
-    http_port_ = std::stoi((*groups)[2]);
-    if (grpc_port != 0) {
-      ASSERT_EQ(grpc_port_, grpc_port);
-    }
+    server_ = std::move(server->process);
+    grpc_port_ = server->grpc_port;
+    http_port_ = server->http_port;
   }
 
   void StartAgent() {

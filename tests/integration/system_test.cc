@@ -23,6 +23,7 @@
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
 #include "strata/v1/server.grpc.pb.h"
+#include "stratad_process.h"
 
 namespace {
 
@@ -107,25 +108,12 @@ class SystemTest : public ::testing::Test {
 
   // Starts stratad on `grpc_port` (0: any) and a fresh HTTP port, on the test's database.
   void StartServer(int grpc_port) {
-    ChildProcessOptions options;
-    options.log_path = Log("stratad");
-    options.append_log = true;
-    auto server = ChildProcess::Start(
-        {STRATAD_BIN, "--db", (work_ / "catalog.db").string(), "--grpc-listen",
-         "127.0.0.1:" + std::to_string(grpc_port), "--http-listen", "127.0.0.1:0",
-         "--heartbeat-interval-ms", std::to_string(kHeartbeatIntervalMs), "--heartbeat-timeout-ms",
-         std::to_string(kHeartbeatTimeoutMs)},
-        options);
+    auto server = strata::testing::StartStratad(STRATAD_BIN, work_, grpc_port, kHeartbeatIntervalMs,
+                                                kHeartbeatTimeoutMs, kStartTimeout);
     ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    auto groups = server_->WaitForLine(
-        R"(^stratad: listening grpc=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    grpc_port_ = std::stoi((*groups)[1]);
-    http_port_ = std::stoi((*groups)[2]);
-    if (grpc_port != 0) {
-      ASSERT_EQ(grpc_port_, grpc_port);
-    }
+    server_ = std::move(server->process);
+    grpc_port_ = server->grpc_port;
+    http_port_ = server->http_port;
   }
 
   void StartAgent(const std::string& host) {
