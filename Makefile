@@ -31,6 +31,8 @@ test: build build-asan
 bench: build
 	build/default/bin/graph_bench
 	build/default/bin/api_bench
+	build/default/bin/event_bench
+	build/default/bin/event_latency_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -4,19 +4,30 @@
 // On start it prints one machine-readable line to stdout (flushed), e.g.
 //   stratad: listening grpc=127.0.0.1:40123 http=127.0.0.1:40124
 // with the ports actually bound (port 0 in a listen address picks a free port).
+//
+// `stratad catalog rebuild --from-storage DIR... [--db PATH | --config FILE] [--json]` does not
+// serve: it opens the catalog the server would use (same --db default and config file) and
+// imports the backups described by the manifests found under the directories
+// (strata/server/catalog_import.h), prints what it did, and exits 1 when a manifest or a
+// backup could not be imported or the catalog could not be opened (2 for a bad config file;
+// CLI11's codes for a bad command line, as for the server).
 #include <pthread.h>
 #include <signal.h>
 
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
 #include <CLI/CLI.hpp>
 
+#include "strata/server/catalog.h"
+#include "strata/server/catalog_import.h"
 #include "strata/server/stratad.h"
 
 namespace {
@@ -34,8 +45,8 @@ struct Settings {
   std::string log_level = "info";
 };
 
-// Reads the config file; a key given on the command line wins over the file.
-bool ApplyConfigFile(const std::string& path, const CLI::App& app, Settings& s,
+// Reads the config file; a key given on the command line (to any of `apps`) wins over the file.
+bool ApplyConfigFile(const std::string& path, const std::vector<const CLI::App*>& apps, Settings& s,
                      std::string* error) {
   toml::table root;
   try {
@@ -54,7 +65,11 @@ bool ApplyConfigFile(const std::string& path, const CLI::App& app, Settings& s,
       }
       return f;
     }();
-    const bool on_command_line = app.count(flag) > 0;
+    bool on_command_line = false;
+    for (const CLI::App* app : apps) {
+      const CLI::Option* option = app->get_option_no_throw(flag);
+      on_command_line = on_command_line || (option != nullptr && option->count() > 0);
+    }
     auto want_string = [&](std::string& target) {
       if (!value.is_string()) {
         *error = "config file '" + path + "': '" + k + "' must be a string";
@@ -101,6 +116,32 @@ bool ApplyConfigFile(const std::string& path, const CLI::App& app, Settings& s,
   return true;
 }
 
+// `stratad catalog rebuild`: 0 when everything found was imported or already there, 1 otherwise.
+int RunCatalogRebuild(const Settings& s, const std::vector<std::string>& roots, bool json) {
+  absl::StatusOr<std::unique_ptr<strata::server::Catalog>> catalog =
+      strata::server::OpenSqliteCatalog(s.db);
+  if (!catalog.ok()) {
+    std::fprintf(stderr, "stratad: catalog rebuild: %s\n",
+                 std::string(catalog.status().message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<strata::server::ImportReport> report =
+      strata::server::ImportManifests(**catalog, roots);
+  if (!report.ok()) {
+    std::fprintf(stderr, "stratad: catalog rebuild: %s\n",
+                 std::string(report.status().message()).c_str());
+    return 1;
+  }
+  if (json) {
+    std::printf("%s\n", strata::server::ToJson(*report).dump(2).c_str());
+  } else {
+    std::printf("catalog '%s': %s", s.db.c_str(),
+                strata::server::FormatImportReport(*report).c_str());
+  }
+  std::fflush(stdout);
+  return report->errors.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,15 +177,32 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{64}));
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+
+  // stratad catalog rebuild: the catalog's options bind the same settings as the server's.
+  CLI::App* catalog_cmd = app.add_subcommand("catalog", "maintain the catalog without serving");
+  catalog_cmd->require_subcommand(1);
+  CLI::App* rebuild = catalog_cmd->add_subcommand(
+      "rebuild", "import the backups described by the manifests on storage into the catalog");
+  std::vector<std::string> storage_roots;
+  bool rebuild_json = false;
+  rebuild
+      ->add_option("--from-storage", storage_roots,
+                   "directories searched for .strata-snapshots/*.manifest.json (e.g. volume roots)")
+      ->required()
+      ->expected(1, -1);
+  rebuild->add_option("--db", s.db, "SQLite catalog file")->capture_default_str();
+  rebuild->add_option("--config", config_path, "stratad's TOML config file (its 'db' key)");
+  rebuild->add_flag("--json", rebuild_json, "print the report as JSON");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_path.empty()) {
     std::string error;
-    if (!ApplyConfigFile(config_path, app, s, &error)) {
+    if (!ApplyConfigFile(config_path, {&app, rebuild}, s, &error)) {
       std::fprintf(stderr, "stratad: %s\n", error.c_str());
       return 2;
     }
   }
+  if (rebuild->parsed()) return RunCatalogRebuild(s, storage_roots, rebuild_json);
 
   auto logger = spdlog::stderr_color_mt("stratad");
   spdlog::set_default_logger(logger);

@@ -149,6 +149,15 @@ absl::StatusOr<ApiResponse> ApiClient::Post(const std::string& target,
   return Convert(client_->Post(prefix_ + target, json_body, "application/json"));
 }
 
+absl::StatusOr<ApiResponse> ApiClient::Put(const std::string& target,
+                                           const std::string& json_body) {
+  return Convert(client_->Put(prefix_ + target, json_body, "application/json"));
+}
+
+absl::StatusOr<ApiResponse> ApiClient::Delete(const std::string& target) {
+  return Convert(client_->Delete(prefix_ + target));
+}
+
 absl::StatusOr<int> ApiClient::GetStreaming(
     const std::string& target, const std::vector<std::pair<std::string, std::string>>& headers,
     const std::function<bool(int status, const std::string& content_type)>& on_response,

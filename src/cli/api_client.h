@@ -46,6 +46,8 @@ class ApiClient {
   // `target` is the path with its (already escaped) query, e.g. "/api/v1/vms?host=a".
   absl::StatusOr<ApiResponse> Get(const std::string& target);
   absl::StatusOr<ApiResponse> Post(const std::string& target, const std::string& json_body);
+  absl::StatusOr<ApiResponse> Put(const std::string& target, const std::string& json_body);
+  absl::StatusOr<ApiResponse> Delete(const std::string& target);
 
   // A GET whose answer is handed over as it arrives (a server-sent-events stream):
   // `on_response(status, content_type)` once the headers are in, then `on_data` for each piece

@@ -44,17 +44,21 @@ class FakeServer {
            std::multimap<std::string, std::string>(req.params.begin(), req.params.end()),
            req.body});
       auto it = canned_.find(req.method + " " + req.path);
-      if (it == canned_.end()) {
+      if (it == canned_.end() || it->second.empty()) {
         res.status = 404;
         res.set_content(R"({"error":{"code":404,"status":"NOT_FOUND","message":"no route"}})",
                         "application/json");
         return;
       }
-      res.status = it->second.status;
-      res.set_content(it->second.body, it->second.content_type.c_str());
+      const Canned canned = it->second.front();
+      if (it->second.size() > 1) it->second.erase(it->second.begin());
+      res.status = canned.status;
+      res.set_content(canned.body, canned.content_type.c_str());
     };
     server_.Get(".*", handler);
     server_.Post(".*", handler);
+    server_.Put(".*", handler);
+    server_.Delete(".*", handler);
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -64,13 +68,27 @@ class FakeServer {
     thread_.join();
   }
   void Answer(const std::string& method_and_path, Canned canned) {
+    AnswerInTurn(method_and_path, {std::move(canned)});
+  }
+  // One answer per request, in turn; the last one answers every request after it.
+  void AnswerInTurn(const std::string& method_and_path, std::vector<Canned> answers) {
     std::lock_guard lock(mu_);
     canned_[method_and_path.substr(0, method_and_path.find(' ') + 1) + prefix_ +
-            method_and_path.substr(method_and_path.find(' ') + 1)] = std::move(canned);
+            method_and_path.substr(method_and_path.find(' ') + 1)] = std::move(answers);
   }
   std::vector<Seen> seen() {
     std::lock_guard lock(mu_);
     return seen_;
+  }
+  // The requests with this method and path (query left out).
+  std::vector<Seen> seen(const std::string& method, const std::string& path) {
+    std::vector<Seen> out;
+    for (const Seen& s : seen()) {
+      if (s.method == method && s.target.substr(0, s.target.find('?')) == prefix_ + path) {
+        out.push_back(s);
+      }
+    }
+    return out;
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + prefix_; }
 
@@ -80,7 +98,7 @@ class FakeServer {
   int port_ = 0;
   std::thread thread_;
   std::mutex mu_;
-  std::map<std::string, Canned> canned_;
+  std::map<std::string, std::vector<Canned>> canned_;
   std::vector<Seen> seen_;
 };
 
@@ -94,6 +112,23 @@ template <class F>
 Outcome RunCli(const std::string& server, bool json_output, F&& command) {
   std::ostringstream out, err;
   Cli cli({server, json_output}, out, err);
+  int code = command(cli);
+  return {code, out.str(), err.str()};
+}
+
+// Options for following jobs quickly; stdout and stdin are no terminals unless said.
+GlobalOptions Fast(const std::string& server, bool json_output = false) {
+  GlobalOptions globals;
+  globals.server = server;
+  globals.json = json_output;
+  globals.poll_interval = std::chrono::milliseconds(1);
+  return globals;
+}
+
+template <class F>
+Outcome RunWith(const GlobalOptions& globals, F&& command, std::istream* in = nullptr) {
+  std::ostringstream out, err;
+  Cli cli(globals, out, err, in);
   int code = command(cli);
   return {code, out.str(), err.str()};
 }
@@ -153,10 +188,7 @@ TEST(RequestTest, VmSelectorKeepsSelectorTermsIntact) {
             "type=vm name=0b6c1a52-3d7e-4f10-9a2b-5c8d7e6f1a2");
 }
 
-TEST(RequestTest, BodiesAndServerResolution) {
-  EXPECT_EQ(BackupBody({{"web01", "db01"}, "nightly", "pause", ""}),
-            json::parse(R"({"vms":["web01","db01"],"name":"nightly","consistency":"pause"})"));
-  EXPECT_EQ(RestoreBody({"web01", "b-1", ""}), json::parse(R"({"vm":"web01","backup":"b-1"})"));
+TEST(RequestTest, ServerResolution) {
   EXPECT_EQ(ResolveServer("http://a:1", "http://b:2"), "http://a:1");
   EXPECT_EQ(ResolveServer("", "http://b:2"), "http://b:2");
   EXPECT_EQ(ResolveServer("", ""), "http://127.0.0.1:8080");
@@ -376,7 +408,10 @@ TEST(CliTest, EventsBackupsAndJobsTables) {
   server.Answer("GET /api/v1/backups",
                 {200, R"({"backups":[{"id":"b-1","name":"nightly","state":"succeeded",
                           "consistency":"crash","started_at":"t0","finished_at":"t1",
-                          "requester":"ops","items":[{},{}]}]})"});
+                          "requester":"ops","policy":"daily","metadata":{"state":"partial"}},
+                         {"id":"b-0","name":"first","state":"failed","consistency":"pause",
+                          "started_at":"t","finished_at":"t","requester":"ops","policy":"",
+                          "metadata":{}}]})"});
   server.Answer("GET /api/v1/jobs",
                 {200, R"({"jobs":[{"id":"j-1","kind":"discovery","state":"running","progress":40,
                           "message":"host-a","updated_at":"t2"}]})"});
@@ -389,11 +424,12 @@ TEST(CliTest, EventsBackupsAndJobsTables) {
             "7    2024-05-01T10:00:00Z  host-a  added    u-1  {\"name\":\"web01\"}\n"
             "8    2024-05-01T10:00:01Z  host-a  cluster  -    -\n");
   EXPECT_EQ(server.seen().back().target, "/api/v1/events?after=7&limit=2&host=host-a");
-  Outcome backups = RunCli(server.url(), false, [](Cli& cli) { return cli.Backups(); });
+  Outcome backups = RunCli(server.url(), false, [](Cli& cli) { return cli.Backups({}); });
   EXPECT_EQ(backups.out,
-            "ID   NAME     STATE      CONSISTENCY  STARTED  FINISHED  REQUESTER  ITEMS\n"
-            "b-1  nightly  succeeded  crash        t0       t1        ops        2\n");
-  Outcome jobs = RunCli(server.url(), false, [](Cli& cli) { return cli.Jobs(); });
+            "ID   NAME     STATE    CONSISTENCY  POLICY  STARTED  FINISHED  REQUESTER\n"
+            "b-1  nightly  partial  crash        daily   t0       t1        ops\n"
+            "b-0  first    failed   pause        -       t        t         ops\n");
+  Outcome jobs = RunCli(server.url(), false, [](Cli& cli) { return cli.Jobs({}); });
   EXPECT_EQ(jobs.out,
             "ID   KIND       STATE    PROGRESS  MESSAGE  UPDATED\n"
             "j-1  discovery  running  40%       host-a   t2\n");
@@ -408,36 +444,821 @@ TEST(CliTest, ServerErrorsPrintTheirMessageAndExitOne) {
   EXPECT_EQ(run.code, 1);
   EXPECT_EQ(run.out, "");
   EXPECT_EQ(run.err, "strata: host 'host-x' not found\n");
-  run = RunCli(server.url(), true, [](Cli& cli) { return cli.Jobs(); });
+  run = RunCli(server.url(), true, [](Cli& cli) { return cli.Jobs({}); });
   EXPECT_EQ(run.code, 1);
   EXPECT_EQ(run.err, "strata: HTTP 500: internal trouble\n");
 }
 
-TEST(CliTest, BackupAndRestoreReportTheServers501) {
+// ---- backups, restores, jobs, retention: requests --------------------------------------------
+
+TEST(RequestTest, BackupAndRestoreBodiesFollowTheFlags) {
+  BackupOptions backup;
+  backup.vms = {"web01", "0b6c1a52-3d7e-4f10-9a2b-5c8d7e6f1a20"};
+  EXPECT_EQ(BackupBody(backup),
+            json::parse(R"({"vms":["web01","0b6c1a52-3d7e-4f10-9a2b-5c8d7e6f1a20"],
+                            "consistency":"crash","verify":false})"));
+  backup.vms.clear();
+  backup.host = "host-a";
+  backup.select = "type=vm name=web*";
+  backup.cluster = "prod";
+  backup.consistency = "quiesce";
+  backup.fallback = "pause";
+  backup.name = "before-upgrade";
+  backup.policy = "nightly";
+  backup.verify = true;
+  EXPECT_EQ(BackupBody(backup), json::parse(R"({"vms":[],"host":"host-a",
+      "select":"type=vm name=web*","cluster":"prod","consistency":"quiesce","fallback":"pause",
+      "name":"before-upgrade","policy":"nightly","verify":true})"));
+
+  RestoreOptions restore;
+  restore.vm = "web01";
+  EXPECT_EQ(RestoreBody(restore), json::parse(R"({"vm":"web01","verify":false})"));
+  restore.backup = "nightly";
+  restore.as_name = "web01-copy";
+  restore.disks = {"vda", "vdb"};
+  restore.verify = true;
+  restore.start = false;
+  restore.host = "host-b";
+  restore.target_dir = "/srv/restore";
+  EXPECT_EQ(RestoreBody(restore), json::parse(R"({"backup":"nightly","vm":"web01",
+      "as":"web01-copy","disks":["vda","vdb"],"verify":true,"start":false,"host":"host-b",
+      "target_dir":"/srv/restore"})"));
+
+  EXPECT_EQ(PruneBody({"daily", true}), json::parse(R"({"policy":"daily","dry_run":true})"));
+  PolicyOptions policy;
+  policy.name = "daily";
+  policy.keep_last = 3;
+  policy.keep_weekly = 4;
+  EXPECT_EQ(PolicyBody(policy), json::parse(R"({"keep_last":3,"keep_hourly":0,"keep_daily":0,
+      "keep_weekly":4,"keep_monthly":0})"));
+
+  EXPECT_EQ(BackupsTarget({}), "/api/v1/backups");
+  EXPECT_EQ(BackupsTarget({"succeeded", "u-1", 5}),
+            "/api/v1/backups?state=succeeded&vm=u-1&limit=5");
+  EXPECT_EQ(JobsTarget({"running", "backup", std::nullopt}),
+            "/api/v1/jobs?state=running&kind=backup");
+}
+
+TEST(RequestTest, InPlaceRestoreWarningNamesWhatItOverwrites) {
+  EXPECT_EQ(InPlaceRestoreWarning("web01", true, "host-a", {"vda"}, "nightly",
+                                  "2026-11-26T08:00:00.000Z"),
+            "This stops VM 'web01' on host 'host-a' and replaces its disks vda with their copies "
+            "from backup 'nightly' (2026-11-26 08:00).");
+  EXPECT_EQ(InPlaceRestoreWarning("web01", true, "host-a", {"vda", "vdb"}, "", ""),
+            "This stops VM 'web01' on host 'host-a' and replaces its disks vda, vdb with their "
+            "copies from the newest backup holding it.");
+  EXPECT_EQ(InPlaceRestoreWarning("old01", false, "", {}, "nightly", ""),
+            "VM 'old01' is not in the inventory: this restores it in place from backup "
+            "'nightly', overwriting whatever is at its disks' original paths.");
+}
+
+// ---- backups, restores, jobs, retention: rendering -------------------------------------------
+
+json Vm(const std::string& name, const std::string& host, const std::string& state,
+        const std::string& step = "", const std::string& message = "",
+        const std::string& error = "", const std::string& achieved = "") {
+  return {{"uuid", "u-" + name}, {"name", name},
+          {"host", host},        {"state", state},
+          {"step", step},        {"message", message},
+          {"error", error},      {"consistency_achieved", achieved}};
+}
+
+// A backup job as GET /api/v1/jobs/{id} answers it.
+json BackupJob(const std::string& state, int progress, json vms, const std::string& end = "",
+               const std::string& message = "") {
+  json job = {{"id", "j-1"},
+              {"kind", "backup"},
+              {"state", state},
+              {"progress", progress},
+              {"message", message},
+              {"created_at", "2026-11-26T08:00:00.000Z"},
+              {"updated_at", "2026-11-26T08:00:05.000Z"},
+              {"detail",
+               {{"backup_id", "b-1"},
+                {"backup_name", "nightly"},
+                {"consistency", "pause"},
+                {"vms", std::move(vms)}}}};
+  if (!end.empty()) job["detail"]["state"] = end;
+  return job;
+}
+
+json RestoreJob(const std::string& state, int progress, json steps, json extra = json::object(),
+                const std::string& message = "") {
+  json job = {{"id", "j-2"},
+              {"kind", "restore"},
+              {"state", state},
+              {"progress", progress},
+              {"message", message},
+              {"created_at", "2026-11-26T09:00:00.000Z"},
+              {"updated_at", "2026-11-26T09:00:05.000Z"},
+              {"detail",
+               {{"backup_name", "nightly"},
+                {"vm_name", "web01"},
+                {"as_name", ""},
+                {"host", "host-a"},
+                {"step", steps.empty() ? "" : steps.back().value("step", "")},
+                {"steps", steps}}}};
+  job["detail"].update(extra);
+  return job;
+}
+
+json Step(const std::string& step, const std::string& message) {
+  return {{"step", step}, {"message", message}};
+}
+
+constexpr char kBackupDetail[] = R"({"id":"b-1","name":"nightly","requester":"ops",
+  "consistency":"pause","state":"succeeded","started_at":"2026-11-26T08:00:00.000Z",
+  "finished_at":"2026-11-26T08:01:00.000Z","policy":"daily",
+  "metadata":{"state":"partial","consistency_requested":"quiesce",
+    "vms":[{"uuid":"u-1","name":"web01","host":"host-a","ok":true,"error":""},
+           {"uuid":"u-2","name":"db01","host":"host-b","ok":false,
+            "error":"guest agent not responding"}]},
+  "items":[{"vm_uuid":"u-1","vm_name":"web01","disk_target":"vda","source_path":"/srv/gold/a",
+            "storage_volume":"gold","snapshot_id":"gold@b-1","path_in_snapshot":"a",
+            "size_bytes":10737418240,"checksum":"sha256:abc"},
+           {"vm_uuid":"u-1","vm_name":"web01","disk_target":"vdb","source_path":"/srv/gold/b",
+            "storage_volume":"gold","snapshot_id":"gold@b-1","path_in_snapshot":"b",
+            "size_bytes":1536,"checksum":""}]})";
+
+TEST(RenderTest, BackupDetailListsItemsAndTheVmsNotBackedUp) {
+  EXPECT_EQ(RenderBackupDetail(json::parse(kBackupDetail)),
+            "ID:           b-1\n"
+            "Name:         nightly\n"
+            "State:        partial\n"
+            "Consistency:  pause (requested quiesce)\n"
+            "Policy:       daily\n"
+            "Requester:    ops\n"
+            "Started:      2026-11-26T08:00:00.000Z\n"
+            "Finished:     2026-11-26T08:01:00.000Z\n"
+            "\n"
+            "VM     DISK  VOLUME  SNAPSHOT  SIZE      CHECKSUM\n"
+            "web01  vda   gold    gold@b-1  10.0 GiB  sha256:abc\n"
+            "web01  vdb   gold    gold@b-1  1.5 KiB   -\n"
+            "\n"
+            "Not backed up:\n"
+            "  VM    HOST    ERROR\n"
+            "  db01  host-b  guest agent not responding\n");
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(int64_t{3} << 40), "3.0 TiB");
+  EXPECT_EQ(ShortTime("2026-11-26T08:00:59.999Z"), "2026-11-26 08:00");
+  EXPECT_EQ(ShortTime("yesterday"), "yesterday");
+}
+
+TEST(RenderTest, PrunePlanShowsWhatIsKeptAndWhy) {
+  json plan = json::parse(R"({"policy":"daily","dry_run":true,
+    "kept":[{"id":"b-3","name":"n3","reasons":["last 1","daily 2026-11-26"]},
+            {"id":"b-2","name":"n2","reasons":["daily 2026-11-25"]}],
+    "expired":[{"id":"b-1","name":"n1"}],"snapshots_deleted":[],"errors":[]})");
+  EXPECT_EQ(RenderPrunePlan(plan),
+            "Policy 'daily', dry run (nothing deleted): 2 to keep, 1 to delete.\n"
+            "ACTION  ID   NAME  REASONS\n"
+            "keep    b-3  n3    last 1, daily 2026-11-26\n"
+            "keep    b-2  n2    daily 2026-11-25\n"
+            "delete  b-1  n1    -\n");
+  plan["dry_run"] = false;
+  plan["snapshots_deleted"] = json::parse(R"([{"key":"gold@b-1","host":"host-a","existed":true}])");
+  plan["errors"] = {"host-b: snapshot 'silver@b-1': permission denied"};
+  EXPECT_EQ(RenderPrunePlan(plan),
+            "Policy 'daily': 2 kept, 1 deleted.\n"
+            "ACTION   ID   NAME  REASONS\n"
+            "kept     b-3  n3    last 1, daily 2026-11-26\n"
+            "kept     b-2  n2    daily 2026-11-25\n"
+            "deleted  b-1  n1    -\n"
+            "\n"
+            "Snapshots deleted:\n"
+            "  SNAPSHOT  HOST\n"
+            "  gold@b-1  host-a\n"
+            "\n"
+            "Errors:\n"
+            "  host-b: snapshot 'silver@b-1': permission denied\n");
+}
+
+TEST(RenderTest, JobDetailsPerKind) {
+  json backup = BackupJob(
+      "running", 50,
+      {Vm("web01", "host-a", "running", "copy", "copying vda"), Vm("db01", "host-b", "queued")});
+  EXPECT_EQ(RenderJob(backup),
+            "ID:           j-1\n"
+            "Kind:         backup\n"
+            "State:        running\n"
+            "Progress:     50%\n"
+            "Created:      2026-11-26T08:00:00.000Z\n"
+            "Updated:      2026-11-26T08:00:05.000Z\n"
+            "Backup:       nightly (b-1)\n"
+            "Consistency:  pause\n"
+            "\n"
+            "VM     HOST    STATE    STEP  MESSAGE\n"
+            "web01  host-a  running  copy  copying vda\n"
+            "db01   host-b  queued   -     -\n");
+  json restore = RestoreJob("succeeded", 100,
+                            {Step("stop-vm", "stopping web01"), Step("copy-disks", "copying vda")},
+                            {{"as_name", "web01-copy"},
+                             {"result",
+                              {{"vm_uuid", "u-9"},
+                               {"vm_name", "web01-copy"},
+                               {"disk_paths", {"/a", "/b"}},
+                               {"verified", true}}}},
+                            "restored");
+  EXPECT_EQ(RenderJob(restore),
+            "ID:               j-2\n"
+            "Kind:             restore\n"
+            "State:            succeeded\n"
+            "Progress:         100%\n"
+            "Message:          restored\n"
+            "Created:          2026-11-26T09:00:00.000Z\n"
+            "Updated:          2026-11-26T09:00:05.000Z\n"
+            "Backup:           nightly\n"
+            "VM:               web01\n"
+            "As:               web01-copy\n"
+            "Host:             host-a\n"
+            "Step:             copy-disks\n"
+            "Result VM:        web01-copy (u-9)\n"
+            "Result Disks:     /a\n"
+            "                  /b\n"
+            "Result Verified:  yes\n"
+            "\n"
+            "STEP        MESSAGE\n"
+            "stop-vm     stopping web01\n"
+            "copy-disks  copying vda\n");
+  EXPECT_EQ(RenderJobOutcome(restore),
+            "Restored VM 'web01' from backup 'nightly' as 'web01-copy' on host 'host-a'.\n"
+            "VM:        web01-copy (u-9)\n"
+            "Disks:     /a\n"
+            "           /b\n"
+            "Verified:  yes\n");
+  EXPECT_TRUE(JobSucceeded(restore));
+  EXPECT_FALSE(JobSucceeded(BackupJob("succeeded", 100, json::array(), "partial")));
+  EXPECT_FALSE(JobFinished(BackupJob("queued", 0, json::array())));
+}
+
+TEST(RenderTest, ProgressDisplayLogsOneLinePerChangeWhenNotATerminal) {
+  std::ostringstream out;
+  ProgressDisplay display(out, /*terminal=*/false);
+  display.Update(BackupJob("queued", 0, {Vm("web01", "host-a", "queued")}));
+  display.Update(BackupJob(
+      "running", 10, {Vm("web01", "host-a", "running", "storage-snapshot", "snapshotting gold")}));
+  display.Update(BackupJob(
+      "running", 20, {Vm("web01", "host-a", "running", "storage-snapshot", "snapshotting gold")}));
+  display.Update(BackupJob("failed", 100,
+                           {Vm("web01", "host-a", "failed", "copy", "", "disk full")}, "failed"));
+  EXPECT_EQ(out.str(),
+            "job j-1 queued\n"
+            "web01 host-a queued\n"
+            "job j-1 running\n"
+            "web01 host-a storage-snapshot snapshotting gold\n"
+            "web01 host-a failed: disk full\n"
+            "job j-1 failed\n");
+}
+
+TEST(RenderTest, ProgressDisplayRedrawsInPlaceOnATerminal) {
+  json job = BackupJob("running", 50,
+                       {Vm("web01", "host-a", "running", "copy", "copying vda"),
+                        Vm("db01", "host-b", "failed", "pause-vm", "", "guest agent gone")});
+  EXPECT_EQ(
+      ProgressDisplay::Frame(job),
+      (std::vector<std::string>{"Backup 'nightly' (job j-1): running 50% [##########----------]",
+                                "  VM     HOST    STATE    STEP      MESSAGE",
+                                "  web01  host-a  running  copy      copying vda",
+                                "  db01   host-b  failed   pause-vm  guest agent gone"}));
+  std::ostringstream out;
+  ProgressDisplay display(out, /*terminal=*/true, /*columns=*/21);
+  display.Update(job);
+  const std::string first = out.str();
+  EXPECT_EQ(first,
+            "Backup 'nightly' (jo\x1b[K\n"
+            "  VM     HOST    STA\x1b[K\n"
+            "  web01  host-a  run\x1b[K\n"
+            "  db01   host-b  fai\x1b[K\n"
+            "\x1b[J");
+  display.Update(job);
+  EXPECT_EQ(out.str(), first) << "an unchanged frame is not drawn again";
+  job["progress"] = 55;
+  display.Update(job);
+  const std::string second = out.str().substr(first.size());
+  EXPECT_TRUE(second.starts_with("\x1b[4A\rBackup 'nightly' (jo\x1b[K\n")) << second;
+  EXPECT_EQ(second.size(), first.size() + 5);
+  display.Break();  // something was printed below: the next frame goes below it
+  display.Update(job);
+  EXPECT_EQ(out.str().substr(first.size() + second.size()), first);
+}
+
+// ---- backups, restores, jobs, retention: commands --------------------------------------------
+
+std::string Started(const json& job) {
+  return json{{"job", job}, {"backup_id", "b-1"}, {"backup_name", "nightly"}}.dump();
+}
+
+TEST(CliTest, BackupFollowsTheJobToItsEnd) {
   FakeServer server;
-  server.Answer("POST /api/v1/backups", {501, R"({"error":{"code":501,"status":"UNIMPLEMENTED",
-                          "message":"backups are not implemented yet"}})"});
-  server.Answer("POST /api/v1/restores", {501, R"({"error":{"code":501,"status":"UNIMPLEMENTED",
-                          "message":"restores are not implemented yet"}})"});
-  Outcome run = RunCli(server.url(), false, [](Cli& cli) {
-    return cli.Backup({{"web01"}, "", "quiesce", ""});
+  server.Answer(
+      "POST /api/v1/backups",
+      {202, Started(BackupJob("queued", 0,
+                              {Vm("web01", "host-a", "queued"), Vm("db01", "host-b", "queued")}))});
+  const json done = BackupJob("succeeded", 100,
+                              {Vm("web01", "host-a", "succeeded", "done", "", "", "pause"),
+                               Vm("db01", "host-b", "succeeded", "done", "", "", "pause")},
+                              "succeeded");
+  server.AnswerInTurn(
+      "GET /api/v1/jobs/j-1",
+      {{200, BackupJob("running", 10,
+                       {Vm("web01", "host-a", "running", "storage-snapshot", "snapshotting gold"),
+                        Vm("db01", "host-b", "queued")})
+                 .dump()},
+       {200, BackupJob("running", 50,
+                       {Vm("web01", "host-a", "running", "copy", "copying vda"),
+                        Vm("db01", "host-b", "running", "pause-vm")})
+                 .dump()},
+       {200, done.dump()}});
+  BackupOptions options;
+  options.vms = {"web01", "db01"};
+  options.consistency = "pause";
+  options.fallback = "crash";
+  options.name = "nightly";
+  options.policy = "daily";
+  options.verify = true;
+  Outcome run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  EXPECT_EQ(run.out,
+            "Backup 'nightly' (b-1) started as job j-1.\n"
+            "job j-1 queued\n"
+            "web01 host-a queued\n"
+            "db01 host-b queued\n"
+            "job j-1 running\n"
+            "web01 host-a storage-snapshot snapshotting gold\n"
+            "web01 host-a copy copying vda\n"
+            "db01 host-b pause-vm\n"
+            "web01 host-a succeeded (consistency pause)\n"
+            "db01 host-b succeeded (consistency pause)\n"
+            "job j-1 succeeded\n"
+            "\n"
+            "Backup 'nightly' (b-1): succeeded, 2 of 2 VMs backed up.\n"
+            "VM     HOST    RESULT     CONSISTENCY  ERROR\n"
+            "web01  host-a  succeeded  pause        -\n"
+            "db01   host-b  succeeded  pause        -\n");
+  auto posts = server.seen("POST", "/api/v1/backups");
+  ASSERT_EQ(posts.size(), 1u);
+  EXPECT_EQ(json::parse(posts[0].body), json::parse(R"({"vms":["web01","db01"],
+      "consistency":"pause","fallback":"crash","name":"nightly","policy":"daily","verify":true})"));
+  EXPECT_EQ(server.seen("GET", "/api/v1/jobs/j-1").size(), 3u);
+
+  // --json: only the final job.
+  run = RunWith(Fast(server.url(), true), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(json::parse(run.out), done);
+}
+
+TEST(CliTest, PartialOrFailedBackupExitsOneAndShowsTheVmErrors) {
+  FakeServer server;
+  server.Answer("POST /api/v1/backups",
+                {202, Started(BackupJob(
+                          "running", 0,
+                          {Vm("web01", "host-a", "running"), Vm("db01", "host-b", "running")}))});
+  server.Answer(
+      "GET /api/v1/jobs/j-1",
+      {200, BackupJob("failed", 100,
+                      {Vm("web01", "host-a", "succeeded", "done", "", "", "quiesce"),
+                       Vm("db01", "host-b", "failed", "quiesce", "",
+                          "quiesce: guest agent not responding")},
+                      "partial",
+                      "backup 'nightly': 1 of 2 VMs backed up (partial); db01: quiesce: guest "
+                      "agent not responding")
+                .dump()});
+  BackupOptions options;
+  options.host = "host-a";
+  options.consistency = "quiesce";
+  Outcome run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_NE(run.out.find("db01 host-b failed: quiesce: guest agent not responding\n"),
+            std::string::npos)
+      << run.out;
+  EXPECT_TRUE(run.out.ends_with(
+      "\nBackup 'nightly' (b-1): partial, 1 of 2 VMs backed up.\n"
+      "VM     HOST    RESULT     CONSISTENCY  ERROR\n"
+      "web01  host-a  succeeded  quiesce      -\n"
+      "db01   host-b  failed     -            quiesce: guest agent not responding\n"))
+      << run.out;
+
+  // A job that failed as a whole (no VM got anywhere).
+  server.Answer(
+      "GET /api/v1/jobs/j-1",
+      {200, BackupJob("failed", 100,
+                      {Vm("web01", "host-a", "failed", "", "", "host 'host-a' is unreachable")},
+                      "failed")
+                .dump()});
+  run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_TRUE(
+      run.out.ends_with("web01  host-a  failed  -            host 'host-a' is unreachable\n"))
+      << run.out;
+}
+
+TEST(CliTest, BackupOnATerminalDrawsALiveDisplay) {
+  FakeServer server;
+  server.Answer("POST /api/v1/backups",
+                {202, Started(BackupJob("queued", 0, {Vm("web01", "host-a", "queued")}))});
+  server.AnswerInTurn(
+      "GET /api/v1/jobs/j-1",
+      {{200, BackupJob("running", 40, {Vm("web01", "host-a", "running", "copy", "vda")}).dump()},
+       {200, BackupJob("succeeded", 100, {Vm("web01", "host-a", "succeeded", "", "", "", "crash")},
+                       "succeeded")
+                 .dump()}});
+  GlobalOptions globals = Fast(server.url());
+  globals.out_terminal = true;
+  Outcome run = RunWith(globals, [](Cli& cli) {
+    BackupOptions options;
+    options.vms = {"web01"};
+    return cli.Backup(options);
   });
-  EXPECT_EQ(run.code, 1);
-  EXPECT_EQ(run.err, "strata: backups are not implemented yet\n");
-  auto seen = server.seen();
-  ASSERT_EQ(seen.size(), 1u);
-  EXPECT_EQ(seen[0].method, "POST");
-  EXPECT_EQ(json::parse(seen[0].body), json::parse(R"({"vms":["web01"],"consistency":"quiesce"})"));
+  EXPECT_EQ(run.code, 0) << run.err;
+  // Three frames of three lines, the second and third drawn over the one before.
+  EXPECT_NE(run.out.find("Backup 'nightly' (job j-1): queued 0% [--------------------]\x1b[K\n"),
+            std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("\x1b[3A\rBackup 'nightly' (job j-1): running 40% [########------------]"),
+            std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("\x1b[3A\rBackup 'nightly' (job j-1): succeeded 100%"), std::string::npos);
+  EXPECT_EQ(run.out.find("web01 host-a copy"), std::string::npos) << "no log lines on a terminal";
+  EXPECT_TRUE(
+      run.out.ends_with("\x1b[J\nBackup 'nightly' (b-1): succeeded, 1 of 1 VM backed up.\n"
+                        "VM     HOST    RESULT     CONSISTENCY  ERROR\n"
+                        "web01  host-a  succeeded  crash        -\n"))
+      << run.out;
+}
 
-  run = RunCli(server.url(), false, [](Cli& cli) { return cli.Restore({"web01", "", ""}); });
-  EXPECT_EQ(run.code, 1);
-  EXPECT_EQ(run.err, "strata: restores are not implemented yet\n");
+TEST(CliTest, BackupNoWaitPrintsTheIds) {
+  FakeServer server;
+  const std::string answer = Started(BackupJob("queued", 0, {Vm("web01", "host-a", "queued")}));
+  server.Answer("POST /api/v1/backups", {202, answer});
+  BackupOptions options;
+  options.select = "type=vm name=web*";
+  options.wait = false;
+  Outcome run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "Backup 'nightly' (b-1) started as job j-1.\n"
+            "Follow it with: strata jobs wait j-1\n");
+  run = RunWith(Fast(server.url(), true), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(json::parse(run.out), json::parse(answer));
+  EXPECT_TRUE(server.seen("GET", "/api/v1/jobs/j-1").empty());
+}
 
-  run = RunCli(server.url(), false, [](Cli& cli) {
-    return cli.Backup({{"web01"}, "", "snapshot", ""});
+TEST(CliTest, BackupRejectsBadArgumentsWithoutAsking) {
+  FakeServer server;
+  Outcome run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.Backup({}); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err,
+            "strata: nothing to back up: name VMs, or pass --host, --select or --cluster\n");
+  run = RunWith(Fast(server.url()), [](Cli& cli) {
+    BackupOptions options;
+    options.vms = {"web01"};
+    options.consistency = "snapshot";
+    return cli.Backup(options);
   });
   EXPECT_EQ(run.code, 1);
   EXPECT_EQ(run.err, "strata: --consistency must be crash, pause or quiesce, not 'snapshot'\n");
+  EXPECT_TRUE(server.seen().empty());
+
+  server.Answer("POST /api/v1/backups", {400, R"({"error":{"code":400,"status":"INVALID_ARGUMENT",
+                          "message":"VM 'web99' not found"}})"});
+  run = RunWith(Fast(server.url()), [](Cli& cli) {
+    BackupOptions options;
+    options.vms = {"web99"};
+    return cli.Backup(options);
+  });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err, "strata: VM 'web99' not found\n");
+}
+
+// stratad's answers about web01 and its newest backup, for an in-place restore.
+void AnswerAboutWeb01(FakeServer& server) {
+  server.Answer("GET /api/v1/vms/web01",
+                {200, R"({"uuid":"u-web01","name":"web01","host":"host-a","state":"running"})"});
+  server.Answer("GET /api/v1/backups", {200, R"({"backups":[{"id":"b-1","name":"nightly",
+                          "started_at":"2026-11-26T08:00:00.000Z","state":"succeeded"}]})"});
+  server.Answer("GET /api/v1/backups/b-1",
+                {200, R"({"id":"b-1","name":"nightly","started_at":"2026-11-26T08:00:00.000Z",
+                          "state":"succeeded","items":[
+                  {"vm_uuid":"u-web01","vm_name":"web01","disk_target":"vda"},
+                  {"vm_uuid":"u-web01","vm_name":"web01","disk_target":"vdb"},
+                  {"vm_uuid":"u-db01","vm_name":"db01","disk_target":"vda"}]})"});
+}
+
+TEST(CliTest, InPlaceRestoreIsRefusedWithoutYesWhenStdinIsNotATerminal) {
+  FakeServer server;
+  AnswerAboutWeb01(server);
+  RestoreOptions options;
+  options.vm = "web01";
+  std::istringstream in("y\n");  // not a terminal: never read
+  Outcome run = RunWith(
+      Fast(server.url()), [&](Cli& cli) { return cli.Restore(options); }, &in);
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.out, "");
+  EXPECT_EQ(run.err,
+            "This stops VM 'web01' on host 'host-a' and replaces its disks vda, vdb with their "
+            "copies from backup 'nightly' (2026-11-26 08:00).\n"
+            "strata: stdin is not a terminal, so nothing can confirm this: pass --yes to go "
+            "ahead\n");
+  EXPECT_TRUE(server.seen("POST", "/api/v1/restores").empty());
+  auto lists = server.seen("GET", "/api/v1/backups");
+  ASSERT_EQ(lists.size(), 1u);
+  EXPECT_EQ(lists[0].target, "/api/v1/backups?state=succeeded&vm=u-web01&limit=1");
+}
+
+TEST(CliTest, InPlaceRestoreAsksOnATerminal) {
+  FakeServer server;
+  AnswerAboutWeb01(server);
+  server.Answer("GET /api/v1/backups/nightly",
+                {200, R"({"id":"b-1","name":"nightly","started_at":"2026-11-26T08:00:00.000Z",
+                          "items":[]})"});
+  server.Answer("POST /api/v1/restores", {202, json{{"job", RestoreJob("queued", 0, {})}}.dump()});
+  server.AnswerInTurn(
+      "GET /api/v1/jobs/j-2",
+      {{200, RestoreJob("running", 30, {Step("stop-vm", "stopping web01")}).dump()},
+       {200, RestoreJob("running", 60,
+                        {Step("stop-vm", "stopping web01"), Step("copy-disks", "copying vda")})
+                 .dump()},
+       {200, RestoreJob("succeeded", 100,
+                        {Step("stop-vm", "stopping web01"), Step("copy-disks", "copying vda"),
+                         Step("define", "")},
+                        {{"result",
+                          {{"vm_uuid", "u-web01"},
+                           {"vm_name", "web01"},
+                           {"disk_paths", {"/var/lib/libvirt/images/web01.qcow2"}},
+                           {"verified", false}}}})
+                 .dump()}});
+  GlobalOptions globals = Fast(server.url());
+  globals.in_terminal = true;
+  RestoreOptions options;
+  options.vm = "web01";
+  options.backup = "nightly";
+  options.disks = {"vda"};
+
+  std::istringstream no("n\n");
+  Outcome run = RunWith(
+      globals, [&](Cli& cli) { return cli.Restore(options); }, &no);
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err,
+            "This stops VM 'web01' on host 'host-a' and replaces its disks vda with their copies "
+            "from backup 'nightly' (2026-11-26 08:00). Continue? [y/N] "
+            "strata: cancelled: nothing was changed\n");
+  EXPECT_TRUE(server.seen("POST", "/api/v1/restores").empty());
+
+  std::istringstream yes("yes\n");
+  run = RunWith(
+      globals, [&](Cli& cli) { return cli.Restore(options); }, &yes);
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_TRUE(run.err.ends_with("Continue? [y/N] ")) << run.err;
+  EXPECT_EQ(run.out,
+            "Restore of VM 'web01' started as job j-2.\n"
+            "job j-2 queued\n"
+            "job j-2 running\n"
+            "web01 host-a stop-vm stopping web01\n"
+            "web01 host-a copy-disks copying vda\n"
+            "web01 host-a define\n"
+            "job j-2 succeeded\n"
+            "\n"
+            "Restored VM 'web01' from backup 'nightly' in place on host 'host-a'.\n"
+            "VM:        web01 (u-web01)\n"
+            "Disks:     /var/lib/libvirt/images/web01.qcow2\n"
+            "Verified:  no\n");
+  auto posts = server.seen("POST", "/api/v1/restores");
+  ASSERT_EQ(posts.size(), 1u);
+  EXPECT_EQ(json::parse(posts[0].body),
+            json::parse(R"({"backup":"nightly","vm":"web01","disks":["vda"],"verify":false})"));
+}
+
+TEST(CliTest, RestoreAsANewVmNeedsNoConfirmation) {
+  FakeServer server;
+  server.Answer("POST /api/v1/restores", {202, json{{"job", RestoreJob("queued", 0, {})}}.dump()});
+  server.Answer("GET /api/v1/jobs/j-2",
+                {200, RestoreJob("failed", 100, {Step("copy-disks", "copying vda")},
+                                 {{"as_name", "web01-copy"},
+                                  {"error", "copying vda: No space left on device"}})
+                          .dump()});
+  RestoreOptions options;
+  options.vm = "web01";
+  options.as_name = "web01-copy";
+  options.start = true;
+  options.host = "host-b";
+  options.target_dir = "/srv/restore";
+  Outcome run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Restore(options); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_TRUE(
+      run.out.ends_with("\nRestore of VM 'web01' from backup 'nightly' failed at step "
+                        "'copy-disks': copying vda: No space left on device\n"))
+      << run.out;
+  auto seen = server.seen();
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen[0].method, "POST") << "no lookups before a restore as a new VM";
+  EXPECT_EQ(json::parse(seen[0].body), json::parse(R"({"vm":"web01","as":"web01-copy",
+      "verify":false,"start":true,"host":"host-b","target_dir":"/srv/restore"})"));
+
+  // --json --no-wait: the server's answer.
+  options.wait = false;
+  run = RunWith(Fast(server.url(), true), [&](Cli& cli) { return cli.Restore(options); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(json::parse(run.out)["job"]["id"], "j-2");
+}
+
+TEST(CliTest, JobsFilterShowAndWait) {
+  FakeServer server;
+  server.Answer("GET /api/v1/jobs", {200, R"({"jobs":[]})"});
+  const json job =
+      BackupJob("failed", 100, {Vm("web01", "host-a", "failed", "", "", "boom")}, "failed");
+  server.Answer("GET /api/v1/jobs/j-1", {200, job.dump()});
+  Outcome run = RunCli(server.url(), false, [](Cli& cli) {
+    return cli.Jobs({"running", "restore", 10});
+  });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(server.seen().back().target, "/api/v1/jobs?state=running&kind=restore&limit=10");
+
+  run = RunCli(server.url(), false, [](Cli& cli) { return cli.JobShow("j-1"); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_TRUE(
+      run.out.ends_with("VM     HOST    RESULT  CONSISTENCY  ERROR\n"
+                        "web01  host-a  failed  -            boom\n"))
+      << run.out;
+  run = RunCli(server.url(), true, [](Cli& cli) { return cli.JobShow("j-1"); });
+  EXPECT_EQ(json::parse(run.out), job);
+
+  // Waiting for a job that has ended already: its outcome and exit code at once.
+  run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.JobWait("j-1"); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_NE(run.out.find("Backup 'nightly' (b-1): failed, 0 of 1 VM backed up.\n"),
+            std::string::npos)
+      << run.out;
+
+  run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.JobWait("j-404"); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err, "strata: no route\n");
+}
+
+TEST(CliTest, JobWaitRidesOutServerTroubleThenGivesUp) {
+  FakeServer server;
+  server.AnswerInTurn(
+      "GET /api/v1/jobs/j-1",
+      {{200, BackupJob("running", 10, {Vm("web01", "host-a", "running")}).dump()},
+       {500, "boom\n", "text/plain"},
+       {503, R"({"error":{"code":503,"status":"UNAVAILABLE","message":"catalog busy"}})"},
+       {200,
+        BackupJob("succeeded", 100, {Vm("web01", "host-a", "succeeded")}, "succeeded").dump()}});
+  Outcome run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.JobWait("j-1"); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.err, "strata: no answer from stratad (HTTP 500: boom); still trying\n");
+
+  server.AnswerInTurn("GET /api/v1/jobs/j-1",
+                      {{200, BackupJob("running", 10, {}).dump()}, {500, "boom\n", "text/plain"}});
+  GlobalOptions globals = Fast(server.url());
+  globals.unreachable_grace = std::chrono::milliseconds(50);
+  run = RunWith(globals, [](Cli& cli) { return cli.JobWait("j-1"); });
+  EXPECT_EQ(run.code, kExitUnreachable);
+  EXPECT_TRUE(run.err.ends_with("strata: lost contact with stratad at " + server.url() +
+                                " while following job j-1: HTTP 500: boom\n"))
+      << run.err;
+}
+
+TEST(CliTest, StopFollowingLeavesTheJobRunning) {
+  FakeServer server;
+  server.Answer("GET /api/v1/jobs/j-1",
+                {200, BackupJob("running", 10, {Vm("web01", "host-a", "running")}).dump()});
+  std::ostringstream out, err;
+  GlobalOptions globals = Fast(server.url());
+  globals.poll_interval = std::chrono::milliseconds(20);
+  Cli cli(globals, out, err);
+  EXPECT_FALSE(cli.StopFollowing()) << "nothing is followed yet";
+  Cli fresh(globals, out, err);
+  std::thread stopper([&] {
+    while (server.seen("GET", "/api/v1/jobs/j-1").size() < 3) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(fresh.StopFollowing());
+  });
+  EXPECT_EQ(fresh.JobWait("j-1"), kExitInterrupted);
+  stopper.join();
+  EXPECT_TRUE(
+      err.str().ends_with("strata: stopped following job j-1; it goes on in stratad "
+                          "('strata jobs wait j-1' follows it again)\n"))
+      << err.str();
+}
+
+TEST(CliTest, BackupsShowDeleteAndPrune) {
+  FakeServer server;
+  server.Answer("GET /api/v1/backups/nightly", {200, kBackupDetail});
+  server.Answer("DELETE /api/v1/backups/b-1", {200, R"({"backup_id":"b-1","backup_name":"nightly",
+                  "snapshots_deleted":[{"key":"gold@b-1","host":"host-a","existed":true},
+                                       {"key":"silver@b-1","host":"host-b","existed":false}],
+                  "snapshots_kept":["gold@b-0"]})"});
+  Outcome run = RunCli(server.url(), false, [](Cli& cli) { return cli.BackupShow("nightly"); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out, RenderBackupDetail(json::parse(kBackupDetail)));
+
+  run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.BackupDelete("nightly", false); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err,
+            "This deletes backup 'nightly' (b-1, 2026-11-26 08:00, 2 disks of 1 VM) and the "
+            "snapshots that no other backup uses.\n"
+            "strata: stdin is not a terminal, so nothing can confirm this: pass --yes to go "
+            "ahead\n");
+  EXPECT_TRUE(server.seen("DELETE", "/api/v1/backups/b-1").empty());
+
+  run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.BackupDelete("nightly", true); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "Deleted backup 'nightly' (b-1).\n"
+            "SNAPSHOT    HOST    RESULT\n"
+            "gold@b-1    host-a  deleted\n"
+            "silver@b-1  host-b  was already gone\n"
+            "Kept 1 snapshot that other backups use: gold@b-0\n");
+  EXPECT_EQ(server.seen("DELETE", "/api/v1/backups/b-1").size(), 1u);
+
+  const std::string plan = R"({"policy":"daily","dry_run":true,
+    "kept":[{"id":"b-3","name":"n3","reasons":["last 1"]}],"expired":[{"id":"b-1","name":"n1"}],
+    "snapshots_deleted":[],"errors":[]})";
+  server.Answer("POST /api/v1/backups/prune", {200, plan});
+  run = RunCli(server.url(), false, [](Cli& cli) { return cli.Prune({"daily", true}); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "Policy 'daily', dry run (nothing deleted): 1 to keep, 1 to delete.\n"
+            "ACTION  ID   NAME  REASONS\n"
+            "keep    b-3  n3    last 1\n"
+            "delete  b-1  n1    -\n");
+  EXPECT_EQ(json::parse(server.seen("POST", "/api/v1/backups/prune").back().body),
+            json::parse(R"({"policy":"daily","dry_run":true})"));
+  run = RunCli(server.url(), true, [](Cli& cli) { return cli.Prune({"daily", true}); });
+  EXPECT_EQ(json::parse(run.out), json::parse(plan));
+
+  server.Answer("POST /api/v1/backups/prune",
+                {200, R"({"policy":"daily","dry_run":false,"kept":[],"expired":[],
+                          "snapshots_deleted":[],"errors":["host-b: unreachable"]})"});
+  run = RunCli(server.url(), false, [](Cli& cli) { return cli.Prune({"daily", false}); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.out, "Policy 'daily': 0 kept, 0 deleted.\n\nErrors:\n  host-b: unreachable\n");
+  EXPECT_EQ(run.err, "strata: pruning policy 'daily' met 1 error\n");
+}
+
+TEST(CliTest, BackupsOfAVmByName) {
+  FakeServer server;
+  server.Answer("GET /api/v1/vms/web01", {200, R"({"uuid":"u-1","name":"web01"})"});
+  server.Answer("GET /api/v1/backups", {200, R"({"backups":[]})"});
+  Outcome run = RunCli(server.url(), false, [](Cli& cli) {
+    return cli.Backups({"succeeded", "web01", 3});
+  });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(server.seen().back().target, "/api/v1/backups?state=succeeded&vm=u-1&limit=3");
+}
+
+TEST(CliTest, Policies) {
+  FakeServer server;
+  const std::string list = R"({"policies":[
+    {"name":"daily","keep_last":3,"keep_hourly":0,"keep_daily":7,"keep_weekly":4,"keep_monthly":0},
+    {"name":"hourly","keep_last":0,"keep_hourly":24,"keep_daily":0,"keep_weekly":0,
+     "keep_monthly":0}]})";
+  server.Answer("GET /api/v1/policies", {200, list});
+  server.Answer("PUT /api/v1/policies/daily",
+                {200, R"({"name":"daily","keep_last":3,"keep_hourly":0,"keep_daily":7,
+                          "keep_weekly":0,"keep_monthly":0})"});
+  server.Answer("DELETE /api/v1/policies/daily", {200, R"({"deleted":"daily"})"});
+
+  Outcome run = RunCli(server.url(), false, [](Cli& cli) { return cli.Policies(); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "NAME    LAST  HOURLY  DAILY  WEEKLY  MONTHLY\n"
+            "daily   3     0       7      4       0\n"
+            "hourly  0     24      0      0       0\n");
+  run = RunCli(server.url(), true, [](Cli& cli) { return cli.Policies(); });
+  EXPECT_EQ(json::parse(run.out), json::parse(list));
+
+  PolicyOptions policy;
+  policy.name = "daily";
+  policy.keep_last = 3;
+  policy.keep_daily = 7;
+  run = RunCli(server.url(), false, [&](Cli& cli) { return cli.PolicySet(policy); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "NAME   LAST  HOURLY  DAILY  WEEKLY  MONTHLY\n"
+            "daily  3     0       7      0       0\n");
+  auto puts = server.seen("PUT", "/api/v1/policies/daily");
+  ASSERT_EQ(puts.size(), 1u);
+  EXPECT_EQ(json::parse(puts[0].body), json::parse(R"({"keep_last":3,"keep_hourly":0,
+      "keep_daily":7,"keep_weekly":0,"keep_monthly":0})"));
+
+  policy.keep_last = 0;
+  policy.keep_daily.reset();
+  run = RunCli(server.url(), false, [&](Cli& cli) { return cli.PolicySet(policy); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(run.err,
+            "strata: policy 'daily' would keep no backup: pass at least one of --keep-last, "
+            "--keep-hourly, --keep-daily, --keep-weekly, --keep-monthly with a count above 0\n");
+  EXPECT_EQ(server.seen("PUT", "/api/v1/policies/daily").size(), 1u);
+
+  run = RunCli(server.url(), false, [](Cli& cli) { return cli.PolicyDelete("daily"); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out, "Deleted policy 'daily'.\n");
+  run = RunCli(server.url(), true, [](Cli& cli) { return cli.PolicyDelete("daily"); });
+  EXPECT_EQ(json::parse(run.out), json::parse(R"({"deleted":"daily"})"));
 }
 
 TEST(CliTest, UnreachableServerExitsTwo) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <set>
 #include <tuple>
+#include <utility>
 
 #include "event_stream.h"
 #include "render.h"
@@ -110,21 +111,76 @@ std::string EventStreamTarget(const EventsOptions& options) {
                       {"host", options.host}});
 }
 
+std::string BackupsTarget(const BackupsOptions& options) {
+  return "/api/v1/backups" +
+         QueryString({{"state", options.state},
+                      {"vm", options.vm},
+                      {"limit", options.limit ? std::to_string(*options.limit) : ""}});
+}
+
+std::string JobsTarget(const JobsOptions& options) {
+  return "/api/v1/jobs" +
+         QueryString({{"state", options.state},
+                      {"kind", options.kind},
+                      {"limit", options.limit ? std::to_string(*options.limit) : ""}});
+}
+
 json BackupBody(const BackupOptions& options) {
   json body = json::object();
   body["vms"] = options.vms;
-  if (!options.name.empty()) body["name"] = options.name;
-  if (!options.consistency.empty()) body["consistency"] = options.consistency;
-  if (!options.policy.empty()) body["policy"] = options.policy;
+  using Key = std::pair<const char*, const std::string*>;
+  for (const auto& [key, value] :
+       {Key{"host", &options.host}, Key{"select", &options.select},
+        Key{"cluster", &options.cluster}, Key{"consistency", &options.consistency},
+        Key{"fallback", &options.fallback}, Key{"name", &options.name},
+        Key{"policy", &options.policy}}) {
+    if (!value->empty()) body[key] = *value;
+  }
+  body["verify"] = options.verify;
   return body;
 }
 
 json RestoreBody(const RestoreOptions& options) {
   json body = json::object();
-  body["vm"] = options.vm;
   if (!options.backup.empty()) body["backup"] = options.backup;
-  if (!options.target_host.empty()) body["target_host"] = options.target_host;
+  body["vm"] = options.vm;
+  if (!options.as_name.empty()) body["as"] = options.as_name;
+  if (!options.disks.empty()) body["disks"] = options.disks;
+  body["verify"] = options.verify;
+  if (options.start) body["start"] = *options.start;
+  if (!options.host.empty()) body["host"] = options.host;
+  if (!options.target_dir.empty()) body["target_dir"] = options.target_dir;
   return body;
+}
+
+json PruneBody(const PruneOptions& options) {
+  return {{"policy", options.policy}, {"dry_run", options.dry_run}};
+}
+
+json PolicyBody(const PolicyOptions& options) {
+  return {{"keep_last", options.keep_last.value_or(0)},
+          {"keep_hourly", options.keep_hourly.value_or(0)},
+          {"keep_daily", options.keep_daily.value_or(0)},
+          {"keep_weekly", options.keep_weekly.value_or(0)},
+          {"keep_monthly", options.keep_monthly.value_or(0)}};
+}
+
+std::string InPlaceRestoreWarning(const std::string& vm, bool vm_known, const std::string& host,
+                                  const std::vector<std::string>& disks,
+                                  const std::string& backup_name, const std::string& backup_time) {
+  const std::string backup =
+      backup_name.empty()
+          ? std::string("the newest backup holding it")
+          : Cat("backup '", backup_name, "'",
+                backup_time.empty() ? std::string() : Cat(" (", ShortTime(backup_time), ")"));
+  const std::string on_host = host.empty() ? std::string() : Cat(" on host '", host, "'");
+  if (!vm_known) {
+    return Cat("VM '", vm, "' is not in the inventory: this restores it in place", on_host,
+               " from ", backup, ", overwriting whatever is at its disks' original paths.");
+  }
+  return Cat("This stops VM '", vm, "'", on_host, " and replaces its disks",
+             disks.empty() ? std::string() : " " + util::Join(disks, ", "),
+             " with their copies from ", backup, ".");
 }
 
 std::string ErrorMessage(int status, const std::string& body) {
@@ -143,8 +199,8 @@ std::string ErrorMessage(int status, const std::string& body) {
 
 // ---- commands --------------------------------------------------------------------------------
 
-Cli::Cli(GlobalOptions globals, std::ostream& out, std::ostream& err)
-    : globals_(std::move(globals)), out_(out), err_(err) {}
+Cli::Cli(GlobalOptions globals, std::ostream& out, std::ostream& err, std::istream* in)
+    : globals_(std::move(globals)), out_(out), err_(err), in_(in) {}
 
 Cli::~Cli() = default;
 
@@ -153,22 +209,30 @@ int Cli::Fail(const std::string& message, int code) {
   return code;
 }
 
-std::optional<ApiResponse> Cli::Call(const std::string& method, const std::string& target,
-                                     const std::string& body, int& exit_code) {
+absl::StatusOr<ApiResponse> Cli::Send(const std::string& method, const std::string& target,
+                                      const std::string& body) {
   if (client_ == nullptr) {
     absl::StatusOr<std::unique_ptr<ApiClient>> client = ApiClient::Create(globals_.server);
-    if (!client.ok()) {
-      exit_code = Fail(std::string(client.status().message()), kExitError);
-      return std::nullopt;
-    }
+    if (!client.ok()) return client.status();
     client_ = *std::move(client);
   }
-  absl::StatusOr<ApiResponse> response =
-      method == "POST" ? client_->Post(target, body) : client_->Get(target);
+  if (method == "POST") return client_->Post(target, body);
+  if (method == "PUT") return client_->Put(target, body);
+  if (method == "DELETE") return client_->Delete(target);
+  return client_->Get(target);
+}
+
+int Cli::TransportFailure(const absl::Status& status) {
+  if (client_ == nullptr) return Fail(std::string(status.message()), kExitError);
+  return Fail(Cat("cannot reach stratad at ", globals_.server, ": ", std::string(status.message())),
+              kExitUnreachable);
+}
+
+std::optional<ApiResponse> Cli::Call(const std::string& method, const std::string& target,
+                                     const std::string& body, int& exit_code) {
+  absl::StatusOr<ApiResponse> response = Send(method, target, body);
   if (!response.ok()) {
-    exit_code = Fail(Cat("cannot reach stratad at ", globals_.server, ": ",
-                         std::string(response.status().message())),
-                     kExitUnreachable);
+    exit_code = TransportFailure(response.status());
     return std::nullopt;
   }
   if (response->status < 200 || response->status >= 300) {
@@ -177,6 +241,21 @@ std::optional<ApiResponse> Cli::Call(const std::string& method, const std::strin
   }
   exit_code = kExitOk;
   return *std::move(response);
+}
+
+std::optional<json> Cli::CallJson(const std::string& method, const std::string& target,
+                                  const std::string& body, int& exit_code) {
+  std::optional<ApiResponse> response = Call(method, target, body, exit_code);
+  if (!response) return std::nullopt;
+  json parsed = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object()) {
+    exit_code =
+        Fail(Cat("stratad answered ", method, " ", target,
+                 " with something that is not a JSON object: ", response->body.substr(0, 200)),
+             kExitError);
+    return std::nullopt;
+  }
+  return parsed;
 }
 
 void Cli::PrintJson(const std::string& body) {
@@ -212,14 +291,12 @@ int Cli::Vms(const VmsOptions& options) { return List(VmsTarget(options), Render
 int Cli::Events(const EventsOptions& options) {
   return options.follow ? Follow(options) : List(EventsTarget(options), RenderEvents);
 }
-int Cli::Backups() { return List("/api/v1/backups", RenderBackups); }
-int Cli::Jobs() { return List("/api/v1/jobs", RenderJobs); }
-
-void Cli::StopFollowing() {
+bool Cli::StopFollowing() {
   std::lock_guard lock(follow_mu_);
   stop_ = true;
   if (follow_client_ != nullptr) follow_client_->Stop();
   follow_cv_.notify_all();
+  return following_;
 }
 
 namespace {
@@ -240,12 +317,14 @@ int Cli::Follow(const EventsOptions& options) {
     std::lock_guard lock(follow_mu_);
     if (stop_) return kExitOk;
     follow_client_ = client.get();
+    following_ = true;
   }
   struct Unregister {
     Cli* cli;
     ~Unregister() {
       std::lock_guard lock(cli->follow_mu_);
       cli->follow_client_ = nullptr;
+      cli->following_ = false;
     }
   } unregister{this};
 
@@ -416,27 +495,371 @@ int Cli::Find(const FindOptions& options) {
   return kExitOk;
 }
 
+// ---- backups, restores, jobs, retention ------------------------------------------------------
+
+namespace {
+
+std::string Str(const json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// One path segment of a target (ids and names may hold anything).
+std::string Segment(const std::string& text) { return EscapeQueryValue(text); }
+
+}  // namespace
+
+bool Cli::Confirm(const std::string& warning, int& exit_code) {
+  if (!globals_.in_terminal || in_ == nullptr) {
+    err_ << warning << "\n";
+    exit_code = Fail("stdin is not a terminal, so nothing can confirm this: pass --yes to go ahead",
+                     kExitError);
+    return false;
+  }
+  err_ << warning << " Continue? [y/N] ";
+  err_.flush();
+  std::string answer;
+  if (!std::getline(*in_, answer)) answer.clear();
+  answer = util::ToLower(util::Trim(answer));
+  if (answer == "y" || answer == "yes") return true;
+  exit_code = Fail("cancelled: nothing was changed", kExitError);
+  return false;
+}
+
+int Cli::FollowJob(json job) {
+  const std::string id = Str(job, "id");
+  if (id.empty()) return Fail("stratad's answer names no job", kExitError);
+  ProgressDisplay display(out_, globals_.out_terminal && !globals_.json, globals_.columns);
+  {
+    std::lock_guard lock(follow_mu_);
+    following_ = true;
+    follow_client_ = client_.get();
+  }
+  struct Unregister {
+    Cli* cli;
+    ~Unregister() {
+      std::lock_guard lock(cli->follow_mu_);
+      cli->follow_client_ = nullptr;
+      cli->following_ = false;
+    }
+  } unregister{this};
+
+  if (!globals_.json) display.Update(job);
+  auto last_answer = std::chrono::steady_clock::now();
+  bool complained = false;
+  while (!JobFinished(job) && !Stopping()) {
+    {
+      std::unique_lock lock(follow_mu_);
+      follow_cv_.wait_for(lock, globals_.poll_interval, [&] { return stop_.load(); });
+    }
+    if (Stopping()) break;
+    const std::string target = "/api/v1/jobs/" + Segment(id);
+    absl::StatusOr<ApiResponse> response = Send("GET", target, "");
+    if (Stopping()) break;
+    std::string trouble;
+    if (!response.ok()) {
+      trouble = std::string(response.status().message());
+    } else if (response->status >= 500) {
+      trouble = ErrorMessage(response->status, response->body);
+    } else if (response->status < 200 || response->status >= 300) {
+      display.Break();
+      return Fail(ErrorMessage(response->status, response->body), kExitError);
+    }
+    if (!trouble.empty()) {
+      if (std::chrono::steady_clock::now() - last_answer > globals_.unreachable_grace) {
+        display.Break();
+        return Fail(Cat("lost contact with stratad at ", globals_.server, " while following job ",
+                        id, ": ", trouble),
+                    kExitUnreachable);
+      }
+      if (!complained) {
+        display.Break();
+        err_ << "strata: no answer from stratad (" << trouble << "); still trying\n";
+        err_.flush();
+        complained = true;
+      }
+      continue;
+    }
+    json next = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+    if (!next.is_object() || Str(next, "id") != id) {
+      display.Break();
+      return Fail(Cat("stratad answered ", target,
+                      " with something that is not the job: ", response->body.substr(0, 200)),
+                  kExitError);
+    }
+    last_answer = std::chrono::steady_clock::now();
+    complained = false;
+    job = std::move(next);
+    if (!globals_.json) display.Update(job);
+  }
+  if (!JobFinished(job)) {
+    // On a terminal the line below the frame holds the echoed "^C".
+    if (globals_.out_terminal && !globals_.json) out_ << "\n" << std::flush;
+    return Fail(Cat("stopped following job ", id, "; it goes on in stratad ('strata jobs wait ", id,
+                    "' follows it again)"),
+                kExitInterrupted);
+  }
+  if (globals_.json) {
+    out_ << job.dump(2) << "\n";
+  } else {
+    out_ << "\n" << RenderJobOutcome(job);
+  }
+  out_.flush();
+  return JobSucceeded(job) ? kExitOk : kExitError;
+}
+
+int Cli::Backups(const BackupsOptions& options) {
+  if (options.limit && *options.limit < 1) {
+    return Fail(Cat("--limit must be 1 or more, not ", *options.limit), kExitError);
+  }
+  BackupsOptions query = options;
+  if (!query.vm.empty() && !IsUuid(query.vm)) {
+    // The server filters by VM UUID: look the name up in the inventory.
+    int code = kExitOk;
+    std::optional<json> vm = CallJson("GET", "/api/v1/vms/" + Segment(query.vm), "", code);
+    if (!vm) return code;
+    if (Str(*vm, "uuid").empty()) return Fail(Cat("VM '", query.vm, "' has no UUID"), kExitError);
+    query.vm = Str(*vm, "uuid");
+  }
+  return List(BackupsTarget(query), RenderBackups);
+}
+
+int Cli::BackupShow(const std::string& id) {
+  int code = kExitOk;
+  std::optional<json> backup = CallJson("GET", "/api/v1/backups/" + Segment(id), "", code);
+  if (!backup) return code;
+  out_ << (globals_.json ? backup->dump(2) + "\n" : RenderBackupDetail(*backup));
+  return kExitOk;
+}
+
+int Cli::BackupDelete(const std::string& id, bool yes) {
+  int code = kExitOk;
+  std::optional<json> backup = CallJson("GET", "/api/v1/backups/" + Segment(id), "", code);
+  if (!backup) return code;
+  const std::string backup_id = Str(*backup, "id").empty() ? id : Str(*backup, "id");
+  if (!yes) {
+    std::set<std::string> vms;
+    size_t disks = 0;
+    if (backup->contains("items") && (*backup)["items"].is_array()) {
+      for (const json& item : (*backup)["items"]) {
+        vms.insert(Str(item, "vm_uuid").empty() ? Str(item, "vm_name") : Str(item, "vm_uuid"));
+        ++disks;
+      }
+    }
+    const std::string warning =
+        Cat("This deletes backup '", Str(*backup, "name"), "' (", backup_id, ", ",
+            ShortTime(Str(*backup, "started_at")), ", ", disks,
+            disks == 1 ? " disk of " : " disks of ", vms.size(), vms.size() == 1 ? " VM" : " VMs",
+            ") and the snapshots that no other backup uses.");
+    if (!Confirm(warning, code)) return code;
+  }
+  std::optional<json> answer =
+      CallJson("DELETE", "/api/v1/backups/" + Segment(backup_id), "", code);
+  if (!answer) return code;
+  out_ << (globals_.json ? answer->dump(2) + "\n" : RenderBackupDeletion(*answer));
+  return kExitOk;
+}
+
+int Cli::Prune(const PruneOptions& options) {
+  if (options.policy.empty()) return Fail("prune needs --policy NAME", kExitError);
+  int code = kExitOk;
+  std::optional<json> answer =
+      CallJson("POST", "/api/v1/backups/prune", PruneBody(options).dump(), code);
+  if (!answer) return code;
+  out_ << (globals_.json ? answer->dump(2) + "\n" : RenderPrunePlan(*answer));
+  const json errors = answer->value("errors", json::array());
+  if (errors.is_array() && !errors.empty()) {
+    out_.flush();
+    return Fail(Cat("pruning policy '", options.policy, "' met ", errors.size(),
+                    errors.size() == 1 ? " error" : " errors"),
+                kExitError);
+  }
+  return kExitOk;
+}
+
 int Cli::Backup(const BackupOptions& options) {
-  if (options.consistency != "" && options.consistency != "crash" &&
-      options.consistency != "pause" && options.consistency != "quiesce") {
+  if (options.consistency != "crash" && options.consistency != "pause" &&
+      options.consistency != "quiesce") {
     return Fail(
         Cat("--consistency must be crash, pause or quiesce, not '", options.consistency, "'"),
         kExitError);
   }
+  if (!options.fallback.empty() && options.fallback != "pause" && options.fallback != "crash") {
+    return Fail(Cat("--fallback must be pause or crash, not '", options.fallback, "'"), kExitError);
+  }
+  if (options.vms.empty() && options.host.empty() && options.select.empty() &&
+      options.cluster.empty()) {
+    return Fail("nothing to back up: name VMs, or pass --host, --select or --cluster", kExitError);
+  }
   int code = kExitOk;
-  std::optional<ApiResponse> response =
-      Call("POST", "/api/v1/backups", BackupBody(options).dump(), code);
-  if (!response) return code;
-  PrintJson(response->body);
-  return kExitOk;
+  std::optional<json> answer =
+      CallJson("POST", "/api/v1/backups", BackupBody(options).dump(), code);
+  if (!answer) return code;
+  const json job = answer->value("job", json::object());
+  const std::string started =
+      Cat("Backup '", Str(*answer, "backup_name"), "' (", Str(*answer, "backup_id"),
+          ") started as job ", Str(job, "id"), ".\n");
+  if (!options.wait) {
+    if (globals_.json) {
+      out_ << answer->dump(2) << "\n";
+    } else {
+      out_ << started << "Follow it with: strata jobs wait " << Str(job, "id") << "\n";
+    }
+    return kExitOk;
+  }
+  if (!globals_.json) out_ << started;
+  return FollowJob(job);
+}
+
+std::optional<std::string> Cli::DescribeInPlaceRestore(const RestoreOptions& options,
+                                                       int& exit_code) {
+  // The VM as it is now (it may be gone).
+  std::string vm_name = options.vm;
+  std::string vm_uuid = IsUuid(options.vm) ? options.vm : "";
+  std::string host = options.host;
+  bool vm_known = false;
+  {
+    const std::string target = "/api/v1/vms/" + Segment(options.vm);
+    absl::StatusOr<ApiResponse> response = Send("GET", target, "");
+    if (!response.ok()) {
+      exit_code = TransportFailure(response.status());
+      return std::nullopt;
+    }
+    if (response->status != 404) {
+      if (response->status < 200 || response->status >= 300) {
+        exit_code = Fail(ErrorMessage(response->status, response->body), kExitError);
+        return std::nullopt;
+      }
+      const json vm = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+      vm_known = true;
+      if (!Str(vm, "name").empty()) vm_name = Str(vm, "name");
+      if (!Str(vm, "uuid").empty()) vm_uuid = Str(vm, "uuid");
+      if (host.empty()) host = Str(vm, "host");
+    }
+  }
+  // The backup it would come from.
+  std::optional<json> backup;
+  if (!options.backup.empty()) {
+    backup = CallJson("GET", "/api/v1/backups/" + Segment(options.backup), "", exit_code);
+    if (!backup) return std::nullopt;
+  } else if (!vm_uuid.empty()) {
+    std::optional<json> list =
+        CallJson("GET", BackupsTarget({"succeeded", vm_uuid, 1}), "", exit_code);
+    if (!list) return std::nullopt;
+    const json backups = list->value("backups", json::array());
+    if (!backups.is_array() || backups.empty() || Str(backups[0], "id").empty()) {
+      exit_code = Fail(Cat("no backup holds VM '", options.vm, "'"), kExitError);
+      return std::nullopt;
+    }
+    backup = CallJson("GET", "/api/v1/backups/" + Segment(Str(backups[0], "id")), "", exit_code);
+    if (!backup) return std::nullopt;
+  }
+  std::vector<std::string> disks = options.disks;
+  if (disks.empty() && backup && backup->contains("items") && (*backup)["items"].is_array()) {
+    for (const json& item : (*backup)["items"]) {
+      const bool ours =
+          vm_uuid.empty() ? Str(item, "vm_name") == options.vm : Str(item, "vm_uuid") == vm_uuid;
+      const std::string disk = Str(item, "disk_target");
+      if (ours && !disk.empty() && std::find(disks.begin(), disks.end(), disk) == disks.end()) {
+        disks.push_back(disk);
+      }
+    }
+  }
+  return InPlaceRestoreWarning(vm_name, vm_known, host, disks, backup ? Str(*backup, "name") : "",
+                               backup ? Str(*backup, "started_at") : "");
 }
 
 int Cli::Restore(const RestoreOptions& options) {
+  if (options.vm.empty()) return Fail("restore needs --vm VM", kExitError);
   int code = kExitOk;
-  std::optional<ApiResponse> response =
-      Call("POST", "/api/v1/restores", RestoreBody(options).dump(), code);
-  if (!response) return code;
-  PrintJson(response->body);
+  if (options.as_name.empty() && !options.yes) {
+    std::optional<std::string> warning = DescribeInPlaceRestore(options, code);
+    if (!warning) return code;
+    if (!Confirm(*warning, code)) return code;
+  }
+  std::optional<json> answer =
+      CallJson("POST", "/api/v1/restores", RestoreBody(options).dump(), code);
+  if (!answer) return code;
+  const json job = answer->value("job", json::object());
+  const std::string started =
+      Cat("Restore of VM '", options.vm, "' started as job ", Str(job, "id"), ".\n");
+  if (!options.wait) {
+    if (globals_.json) {
+      out_ << answer->dump(2) << "\n";
+    } else {
+      out_ << started << "Follow it with: strata jobs wait " << Str(job, "id") << "\n";
+    }
+    return kExitOk;
+  }
+  if (!globals_.json) out_ << started;
+  return FollowJob(job);
+}
+
+int Cli::Jobs(const JobsOptions& options) {
+  if (options.limit && *options.limit < 1) {
+    return Fail(Cat("--limit must be 1 or more, not ", *options.limit), kExitError);
+  }
+  return List(JobsTarget(options), RenderJobs);
+}
+
+int Cli::JobShow(const std::string& id) {
+  int code = kExitOk;
+  std::optional<json> job = CallJson("GET", "/api/v1/jobs/" + Segment(id), "", code);
+  if (!job) return code;
+  out_ << (globals_.json ? job->dump(2) + "\n" : RenderJob(*job));
+  return kExitOk;
+}
+
+int Cli::JobWait(const std::string& id) {
+  int code = kExitOk;
+  std::optional<json> job = CallJson("GET", "/api/v1/jobs/" + Segment(id), "", code);
+  if (!job) return code;
+  return FollowJob(*std::move(job));
+}
+
+int Cli::Policies() { return List("/api/v1/policies", RenderPolicies); }
+
+int Cli::PolicySet(const PolicyOptions& options) {
+  if (options.name.empty()) return Fail("a policy needs a name", kExitError);
+  bool keeps = false;
+  for (const auto& [flag, count] :
+       {std::pair<const char*, std::optional<int>>{"--keep-last", options.keep_last},
+        {"--keep-hourly", options.keep_hourly},
+        {"--keep-daily", options.keep_daily},
+        {"--keep-weekly", options.keep_weekly},
+        {"--keep-monthly", options.keep_monthly}}) {
+    if (count && *count < 0) return Fail(Cat(flag, " must be 0 or more, not ", *count), kExitError);
+    keeps = keeps || count.value_or(0) > 0;
+  }
+  if (!keeps) {
+    return Fail(Cat("policy '", options.name,
+                    "' would keep no backup: pass at least one of --keep-last, --keep-hourly, "
+                    "--keep-daily, --keep-weekly, --keep-monthly with a count above 0"),
+                kExitError);
+  }
+  int code = kExitOk;
+  std::optional<json> policy = CallJson("PUT", "/api/v1/policies/" + Segment(options.name),
+                                        PolicyBody(options).dump(), code);
+  if (!policy) return code;
+  if (globals_.json) {
+    out_ << policy->dump(2) << "\n";
+  } else {
+    out_ << RenderPolicies(*policy);
+  }
+  return kExitOk;
+}
+
+int Cli::PolicyDelete(const std::string& name) {
+  int code = kExitOk;
+  std::optional<json> answer = CallJson("DELETE", "/api/v1/policies/" + Segment(name), "", code);
+  if (!answer) return code;
+  if (globals_.json) {
+    out_ << answer->dump(2) << "\n";
+  } else {
+    out_ << "Deleted policy '" << (Str(*answer, "deleted").empty() ? name : Str(*answer, "deleted"))
+         << "'.\n";
+  }
   return kExitOk;
 }
 

@@ -773,6 +773,27 @@ bool Graph::RemoveNode(NodeIndex node) {
   return true;
 }
 
+size_t RemoveWithOrphans(Graph& graph, NodeIndex root) {
+  if (!graph.IsLive(root)) return 0;
+  std::vector<NodeIndex> pending{root};
+  size_t removed = 0;
+  while (!pending.empty()) {
+    const NodeIndex node = pending.back();
+    pending.pop_back();
+    if (!graph.IsLive(node)) continue;  // reached twice
+    std::vector<NodeIndex> below;
+    for (const EdgeRef& edge : graph.OutEdges(node)) below.push_back(edge.node);
+    graph.RemoveNode(node);
+    ++removed;
+    for (NodeIndex child : below) {
+      if (child != node && graph.IsLive(child) && graph.InEdges(child).empty()) {
+        pending.push_back(child);
+      }
+    }
+  }
+  return removed;
+}
+
 void Graph::ClearOutEdges(NodeIndex node) {
   if (impl_->Live(node)) impl_->ClearOut(node);
 }

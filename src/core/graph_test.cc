@@ -468,3 +468,46 @@ TEST(Graph, MemoryBytesGrowsWithContent) {
 
 }  // namespace
 }  // namespace strata::core
+
+namespace strata::core {
+namespace {
+
+TEST(RemoveWithOrphans, RemovesWhatOnlyTheRootHeldUp) {
+  Graph g;
+  const NodeIndex host = Add(g, NodeType::kHost, "host:a", "a");
+  const NodeIndex web01 = Add(g, NodeType::kVm, "vm:1", "web01");
+  const NodeIndex web02 = Add(g, NodeType::kVm, "vm:2", "web02");
+  const NodeIndex d1 = Add(g, NodeType::kVirtualDisk, "disk:1:vda", "vda");
+  const NodeIndex d2 = Add(g, NodeType::kVirtualDisk, "disk:2:vda", "vda");
+  const NodeIndex top1 = Add(g, NodeType::kFile, "file:fs1:/web01.qcow2", "web01.qcow2");
+  const NodeIndex top2 = Add(g, NodeType::kFile, "file:fs1:/web02.qcow2", "web02.qcow2");
+  const NodeIndex base = Add(g, NodeType::kFile, "file:fs1:/base.qcow2", "base.qcow2");
+  const NodeIndex fs = Add(g, NodeType::kFsVolume, "fs:1", "fs1");
+  g.AddEdge(host, web01, EdgeType::kRuns);
+  g.AddEdge(host, web02, EdgeType::kRuns);
+  g.AddEdge(web01, d1, EdgeType::kHasDisk);
+  g.AddEdge(web02, d2, EdgeType::kHasDisk);
+  g.AddEdge(d1, top1, EdgeType::kBackedBy);
+  g.AddEdge(d2, top2, EdgeType::kBackedBy);
+  g.AddEdge(top1, base, EdgeType::kBackedBy);
+  g.AddEdge(top2, base, EdgeType::kBackedBy);
+  g.AddEdge(top1, fs, EdgeType::kInVolume);
+  g.AddEdge(top2, fs, EdgeType::kInVolume);
+  g.AddEdge(base, fs, EdgeType::kInVolume);
+
+  EXPECT_EQ(RemoveWithOrphans(g, web01), 3u);  // web01, its disk, its overlay
+  EXPECT_FALSE(g.Find("vm:1").has_value());
+  EXPECT_FALSE(g.Find("disk:1:vda").has_value());
+  EXPECT_FALSE(g.Find("file:fs1:/web01.qcow2").has_value());
+  EXPECT_TRUE(g.Find("file:fs1:/base.qcow2").has_value());  // web02 still rests on it
+  EXPECT_TRUE(g.Find("fs:1").has_value());
+  EXPECT_TRUE(g.Find("host:a").has_value());  // above the root: never touched
+
+  EXPECT_EQ(RemoveWithOrphans(g, web02), 5u);  // now the base and the fs go too
+  EXPECT_EQ(g.node_count(), 1u);
+  EXPECT_EQ(g.edge_count(), 0u);
+  EXPECT_EQ(RemoveWithOrphans(g, web02), 0u);  // no longer live
+}
+
+}  // namespace
+}  // namespace strata::core

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "spdlog/spdlog.h"
 #include "strata/core/query.h"
 #include "strata/util/strings.h"
@@ -54,6 +55,11 @@ std::vector<VmRecord> VmsFromGraph(const core::Graph& graph) {
 
 }  // namespace
 
+struct HostRegistry::Pending {
+  std::vector<std::string> changed;  // sorted UUIDs
+  std::vector<std::string> removed;
+};
+
 struct HostRegistry::Entry {
   HostRecord record;
   bool registered = false;
@@ -70,6 +76,10 @@ struct HostRegistry::Entry {
   bool queued = false;
   bool running = false;
   bool again = false;
+  // Changes not yet applied to the graph. `full` wins over the VM sets.
+  bool full_refresh = true;
+  absl::flat_hash_set<std::string> changed_vms;
+  absl::flat_hash_set<std::string> removed_vms;
   std::shared_ptr<std::mutex> refresh_mu = std::make_shared<std::mutex>();
 };
 
@@ -224,6 +234,7 @@ absl::StatusOr<RegisterAnswer> HostRegistry::Register(const RegisterInfo& info) 
     entry.agent_version = info.version;
     entry.agent_started_at_unix_ms = info.started_at_unix_ms;
     entry.acked_sequence = info.last_sequence;
+    entry.full_refresh = true;
     ++counters_.registrations;
   }
   spdlog::info("host '{}' registered (agent {} at {}, cluster '{}', {} plug-ins{})", info.host_id,
@@ -259,6 +270,7 @@ bool HostRegistry::Heartbeat(const std::string& host_id, uint64_t /*last_sequenc
     entry.record.last_heartbeat = now;
     if (entry.record.state == HostState::kUnreachable) {
       entry.record.state = HostState::kReachable;
+      entry.full_refresh = true;  // what happened while it was away is not known
       became_reachable = true;
       refresh = true;
     } else if (entry.needs_refresh && now - entry.last_refresh_attempt >= options_.refresh_retry) {
@@ -293,8 +305,17 @@ absl::StatusOr<NotifyAnswer> HostRegistry::NotifyChanges(const ChangeSetInfo& ch
     Entry& entry = *it->second;
     entry.record.last_heartbeat = Now();  // a notification shows the agent is alive
     answer.resync = change_set.first_sequence > entry.acked_sequence + 1;
+    if (answer.resync) entry.full_refresh = true;
     for (const ChangeInfo& change : change_set.changes) {
       if (change.sequence != 0 && change.sequence <= entry.acked_sequence) continue;  // a retry
+      if (change.kind == EventKind::kCluster || change.vm_uuid.empty()) {
+        entry.full_refresh = true;
+      } else if (change.kind == EventKind::kRemoved) {
+        entry.changed_vms.erase(change.vm_uuid);
+        entry.removed_vms.insert(change.vm_uuid);
+      } else {
+        entry.changed_vms.insert(change.vm_uuid);
+      }
       EventRecord record;
       record.host = host_id;
       record.vm_uuid = change.kind == EventKind::kCluster ? "" : change.vm_uuid;
@@ -306,6 +327,9 @@ absl::StatusOr<NotifyAnswer> HostRegistry::NotifyChanges(const ChangeSetInfo& ch
         record.detail["vm_uuid"] = change.vm_uuid;
       }
       records.push_back(std::move(record));
+    }
+    if (entry.changed_vms.size() + entry.removed_vms.size() > options_.partial_refresh_limit) {
+      entry.full_refresh = true;
     }
     answer.acknowledged_sequence = std::max(entry.acked_sequence, change_set.last_sequence);
   }
@@ -361,7 +385,7 @@ void HostRegistry::WorkerLoop() {
     it->second->running = true;
     ++running_;
     lock.unlock();
-    absl::StatusOr<RefreshResult> result = RefreshNow(host_id);
+    absl::StatusOr<RefreshResult> result = RefreshPending(host_id);
     if (!result.ok())
       spdlog::warn("refresh of host '{}' failed: {}", host_id, Msg(result.status()));
     lock.lock();
@@ -385,6 +409,36 @@ bool HostRegistry::WaitForIdle(std::chrono::milliseconds timeout) {
 }
 
 absl::StatusOr<RefreshResult> HostRegistry::RefreshNow(const std::string& host_id) {
+  return Refresh(host_id, nullptr);
+}
+
+absl::StatusOr<RefreshResult> HostRegistry::RefreshPending(const std::string& host_id) {
+  Pending pending;
+  bool full = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end()) return absl::NotFoundError(util::Cat("host '", host_id, "' not found"));
+    Entry& entry = *it->second;
+    full = entry.full_refresh || entry.needs_refresh || entry.graph_version == 0;
+    if (!full) {
+      pending.changed.assign(entry.changed_vms.begin(), entry.changed_vms.end());
+      pending.removed.assign(entry.removed_vms.begin(), entry.removed_vms.end());
+      entry.changed_vms.clear();
+      entry.removed_vms.clear();
+    }
+  }
+  if (full) return Refresh(host_id, nullptr);
+  if (pending.changed.empty() && pending.removed.empty()) {
+    return RefreshResult{host_id, 0, 0};  // nothing pending (e.g. only retries were sent)
+  }
+  std::sort(pending.changed.begin(), pending.changed.end());
+  std::sort(pending.removed.begin(), pending.removed.end());
+  return Refresh(host_id, &pending);
+}
+
+absl::StatusOr<RefreshResult> HostRegistry::Refresh(const std::string& host_id,
+                                                    const Pending* partial) {
   std::shared_ptr<std::mutex> host_mu;
   std::string endpoint;
   std::string cluster;
@@ -396,6 +450,12 @@ absl::StatusOr<RefreshResult> HostRegistry::RefreshNow(const std::string& host_i
     endpoint = it->second->record.endpoint;
     cluster = it->second->record.cluster;
     it->second->last_refresh_attempt = Now();
+    if (partial == nullptr) {
+      // Everything pending until now is covered by this whole-host discovery.
+      it->second->full_refresh = false;
+      it->second->changed_vms.clear();
+      it->second->removed_vms.clear();
+    }
   }
   std::lock_guard host_lock(*host_mu);
   auto fail = [&](absl::Status status) {
@@ -403,20 +463,55 @@ absl::StatusOr<RefreshResult> HostRegistry::RefreshNow(const std::string& host_i
     ++counters_.refreshes_failed;
     if (auto it = hosts_.find(host_id); it != hosts_.end()) {
       it->second->needs_refresh = true;
+      it->second->full_refresh = true;
       it->second->last_refresh_error = Msg(status);
     }
     return status;
   };
-  absl::StatusOr<DiscoveryResult> found = agents_.Discover(host_id, endpoint);
-  if (!found.ok()) return fail(found.status());
-  if (!found->host_id.empty() && found->host_id != host_id) {
-    return fail(
-        absl::FailedPreconditionError(util::Cat("the agent at '", endpoint, "' answers as host '",
-                                                found->host_id, "', not '", host_id, "'")));
+  static const std::vector<std::string> kWholeHost;
+  absl::StatusOr<DiscoveryResult> found;
+  if (partial == nullptr || !partial->changed.empty()) {
+    found = agents_.Discover(host_id, endpoint, partial ? partial->changed : kWholeHost);
+    if (!found.ok() && partial != nullptr && absl::IsNotFound(found.status())) {
+      // A changed VM is gone again (its removal is on its way): ask for the whole host.
+      spdlog::debug("host '{}': partial refresh: {}; refreshing the whole host", host_id,
+                    Msg(found.status()));
+      found = agents_.Discover(host_id, endpoint, kWholeHost);
+      partial = nullptr;
+    }
+    if (!found.ok()) return fail(found.status());
+    if (!found->host_id.empty() && found->host_id != host_id) {
+      return fail(
+          absl::FailedPreconditionError(util::Cat("the agent at '", endpoint, "' answers as host '",
+                                                  found->host_id, "', not '", host_id, "'")));
+    }
+  } else {
+    found = DiscoveryResult{};
   }
-  core::Graph graph = std::move(found->graph);
+  core::Graph graph;
+  if (partial == nullptr) {
+    graph = std::move(found->graph);
+  } else {
+    // Splice: drop the changed and removed VMs' parts of the current graph, merge the new parts.
+    bool had_graph = graphs_.ReadHost(host_id, [&](const core::Graph* current) {
+      if (current != nullptr) graph = *current;
+      return current != nullptr;
+    });
+    if (!had_graph)
+      return fail(absl::FailedPreconditionError(
+          util::Cat("host '", host_id, "' has no graph to apply changes to")));
+    for (const auto* uuids : {&partial->removed, &partial->changed}) {
+      for (const std::string& uuid : *uuids) {
+        if (std::optional<core::NodeIndex> vm = graph.Find(util::Cat("vm:", uuid))) {
+          core::RemoveWithOrphans(graph, *vm);
+        }
+      }
+    }
+    if (absl::Status s = graph.Merge(found->graph); !s.ok()) return fail(s);
+  }
   if (absl::Status s = Enrich(graph, host_id, cluster); !s.ok()) return fail(s);
-  std::vector<VmRecord> vms = found->vms.empty() ? VmsFromGraph(graph) : std::move(found->vms);
+  std::vector<VmRecord> vms =
+      partial != nullptr || found->vms.empty() ? VmsFromGraph(graph) : std::move(found->vms);
   const std::string json = core::ToJson(graph, core::WholeGraph(graph)).dump();
   int64_t version;
   {
@@ -431,6 +526,7 @@ absl::StatusOr<RefreshResult> HostRegistry::RefreshNow(const std::string& host_i
   {
     std::lock_guard lock(mu_);
     ++counters_.refreshes_ok;
+    if (partial != nullptr) ++counters_.refreshes_partial;
     if (auto it = hosts_.find(host_id); it != hosts_.end()) {
       it->second->vm_count = vms.size();
       it->second->last_refresh = Now();
@@ -438,7 +534,11 @@ absl::StatusOr<RefreshResult> HostRegistry::RefreshNow(const std::string& host_i
       it->second->needs_refresh = false;
     }
   }
-  spdlog::debug("host '{}' refreshed: {} VMs, graph version {}", host_id, vms.size(), version);
+  spdlog::debug("host '{}' refreshed ({}): {} VMs, graph version {}", host_id,
+                partial ? util::Cat(partial->changed.size(), " changed, ", partial->removed.size(),
+                                    " removed VMs")
+                        : std::string("whole host"),
+                vms.size(), version);
   return RefreshResult{host_id, vms.size(), version};
 }
 

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 
@@ -253,6 +254,78 @@ TEST_F(RegistryTest, NotifyChangesStoresEventsAndDetectsGaps) {
   EXPECT_EQ(ToUnixMs(events[2].time), 5007);
   EXPECT_EQ(events[3].detail["sequence"], 10);
   EXPECT_EQ(registry_->counters().sequence_gaps, 1u);
+}
+
+TEST_F(RegistryTest, AChangeSetInSequenceAsksOnlyForTheChangedVms) {
+  v1::RegisterResponse reg;
+  ASSERT_TRUE(Register("host-a", 0, &reg).ok());
+  ASSERT_TRUE(registry_->WaitForIdle(std::chrono::seconds(10)));
+  ASSERT_EQ(agent_.partial_discover_calls(), 0);
+
+  // On the host: web01 is paused, db01 is undefined, app01 is defined.
+  core::Graph after;
+  testing::AddVm(after, "host-a", "u1", "web01", "nas", "paused");
+  testing::AddVm(after, "host-a", "u3", "app01", "nas");
+  agent_.SetGraph(after, {{"u1", "web01", "paused"}, {"u3", "app01", "running"}});
+  v1::NotifyChangesRequest request;
+  v1::ChangeSet* cs = request.mutable_change_set();
+  cs->set_host_id("host-a");
+  cs->set_first_sequence(1);
+  cs->set_last_sequence(3);
+  const std::pair<const char*, v1::ChangeKind> changes[] = {{"u1", v1::CHANGE_KIND_MODIFIED},
+                                                            {"u2", v1::CHANGE_KIND_REMOVED},
+                                                            {"u3", v1::CHANGE_KIND_ADDED}};
+  uint64_t seq = 0;
+  for (const auto& [uuid, kind] : changes) {
+    v1::VmChange* c = cs->add_changes();
+    c->set_sequence(++seq);
+    c->set_vm_uuid(uuid);
+    c->set_kind(kind);
+  }
+  v1::NotifyChangesResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->NotifyChanges(&context, request, &response).ok());
+  EXPECT_FALSE(response.resync());
+  ASSERT_TRUE(registry_->WaitForIdle(std::chrono::seconds(10)));
+
+  EXPECT_EQ(agent_.partial_discover_calls(), 1);
+  EXPECT_EQ(registry_->counters().refreshes_partial, 1u);
+  // The spliced graph is what a whole-host discovery gives (plus the server's host node).
+  graphs_->ReadHost("host-a", [&](const core::Graph* g) {
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(g->Attr(*g->Find("vm:u1"), "state"), "paused");
+    EXPECT_FALSE(g->Find("vm:u2"));
+    EXPECT_FALSE(g->Find("disk:u2:vda"));
+    EXPECT_TRUE(g->Find("vm:u3"));
+    std::vector<std::string> got, want;
+    for (core::NodeIndex n : g->AllNodes()) got.emplace_back(g->Id(n));
+    for (core::NodeIndex n : after.AllNodes()) want.emplace_back(after.Id(n));
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(g->edge_count(), after.edge_count());
+  });
+  std::vector<VmRecord> vms = catalog_->ListVms("host-a").value();
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vms[0].name, "app01");
+  EXPECT_EQ(vms[1].name, "web01");
+  EXPECT_EQ(vms[1].state, "paused");
+
+  // A change naming a VM that is gone again falls back to the whole host.
+  agent_.SetGraph(core::Graph(), {});
+  v1::NotifyChangesRequest again;
+  again.mutable_change_set()->set_host_id("host-a");
+  again.mutable_change_set()->set_first_sequence(4);
+  again.mutable_change_set()->set_last_sequence(4);
+  v1::VmChange* c = again.mutable_change_set()->add_changes();
+  c->set_sequence(4);
+  c->set_vm_uuid("u3");
+  c->set_kind(v1::CHANGE_KIND_MODIFIED);
+  grpc::ClientContext context2;
+  ASSERT_TRUE(stub_->NotifyChanges(&context2, again, &response).ok());
+  ASSERT_TRUE(registry_->WaitForIdle(std::chrono::seconds(10)));
+  EXPECT_TRUE(catalog_->ListVms("host-a").value().empty());
+  EXPECT_EQ(registry_->counters().refreshes_partial, 1u);
 }
 
 TEST_F(RegistryTest, NotifyFromAHostNotRegisteredFails) {

@@ -97,6 +97,68 @@ void WriteJson(httplib::Response& res, const json& body) {
 // ---- parameters ----------------------------------------------------------------------------
 
 // What the pre-routing step found for the request being served on this thread.
+// A JSON request body with typed, optional fields; errors name the field.
+class Body {
+ public:
+  static absl::StatusOr<Body> Parse(const std::string& text) {
+    json parsed = json::parse(text.empty() ? std::string("{}") : text, nullptr, false);
+    if (parsed.is_discarded()) return absl::InvalidArgumentError("request body is not valid JSON");
+    if (!parsed.is_object())
+      return absl::InvalidArgumentError("request body must be a JSON object");
+    return Body(std::move(parsed));
+  }
+  bool Has(const char* key) const { return json_.contains(key) && !json_[key].is_null(); }
+  absl::Status String(const char* key, std::string& out) const {
+    if (!Has(key)) return absl::OkStatus();
+    if (!json_[key].is_string()) {
+      return absl::InvalidArgumentError(util::Cat("field '", key, "' must be a string"));
+    }
+    out = json_[key].get<std::string>();
+    return absl::OkStatus();
+  }
+  absl::Status Bool(const char* key, bool& out) const {
+    if (!Has(key)) return absl::OkStatus();
+    if (!json_[key].is_boolean()) {
+      return absl::InvalidArgumentError(util::Cat("field '", key, "' must be true or false"));
+    }
+    out = json_[key].get<bool>();
+    return absl::OkStatus();
+  }
+  absl::Status Int(const char* key, int& out) const {
+    if (!Has(key)) return absl::OkStatus();
+    if (!json_[key].is_number_integer() || json_[key].get<int64_t>() < 0 ||
+        json_[key].get<int64_t>() > 1000000) {
+      return absl::InvalidArgumentError(
+          util::Cat("field '", key, "' must be a whole number from 0 to 1000000"));
+    }
+    out = json_[key].get<int>();
+    return absl::OkStatus();
+  }
+  // A string or a list of strings.
+  absl::Status Strings(const char* key, std::vector<std::string>& out) const {
+    if (!Has(key)) return absl::OkStatus();
+    const json& value = json_[key];
+    if (value.is_string()) {
+      out.push_back(value.get<std::string>());
+      return absl::OkStatus();
+    }
+    if (!value.is_array()) {
+      return absl::InvalidArgumentError(util::Cat("field '", key, "' must be a list of strings"));
+    }
+    for (const json& item : value) {
+      if (!item.is_string()) {
+        return absl::InvalidArgumentError(util::Cat("field '", key, "' must be a list of strings"));
+      }
+      out.push_back(item.get<std::string>());
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  explicit Body(json j) : json_(std::move(j)) {}
+  json json_;
+};
+
 struct Route;
 struct RequestContext {
   const Route* route = nullptr;
@@ -208,6 +270,15 @@ json BackupJson(const BackupRecord& b, bool with_items) {
     j["items"] = std::move(items);
   }
   return j;
+}
+
+json PolicyJson(const RetentionPolicy& p) {
+  return {{"name", p.name},
+          {"keep_last", p.keep_last},
+          {"keep_hourly", p.keep_hourly},
+          {"keep_daily", p.keep_daily},
+          {"keep_weekly", p.keep_weekly},
+          {"keep_monthly", p.keep_monthly}};
 }
 
 json JobJson(const JobRecord& j) {
@@ -325,6 +396,7 @@ struct RestApi::Impl {
   EventLog& events;
   HttpMetrics& metrics;
   RestOptions options;
+  JobManager* jobs = nullptr;  // set before Start; nullptr: backup routes answer 503
   httplib::Server server;
   std::vector<Route> routes;
   std::thread thread;
@@ -686,12 +758,124 @@ void RestApi::Impl::AddRoutes() {
         WriteJson(res, BackupJson(*b, true));
         return absl::OkStatus();
       });
-  Add("POST", "/api/v1/backups", [](const httplib::Request&, httplib::Response&, const Params&) {
-    return absl::UnimplementedError("backup is not available yet in this version");
-  });
-  Add("POST", "/api/v1/restores", [](const httplib::Request&, httplib::Response&, const Params&) {
-    return absl::UnimplementedError("restore is not available yet in this version");
-  });
+  Add("POST", "/api/v1/backups",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        if (jobs == nullptr) return absl::UnavailableError("backups are not served here");
+        absl::StatusOr<Body> body = Body::Parse(req.body);
+        if (!body.ok()) return body.status();
+        BackupSpec spec;
+        absl::Status s = body->Strings("vms", spec.vms);
+        if (s.ok()) s = body->String("host", spec.host);
+        if (s.ok()) s = body->String("select", spec.select);
+        if (s.ok()) s = body->String("cluster", spec.cluster);
+        if (s.ok()) s = body->String("consistency", spec.consistency);
+        if (s.ok()) s = body->String("fallback", spec.fallback);
+        if (s.ok()) s = body->String("name", spec.name);
+        if (s.ok()) s = body->String("policy", spec.policy);
+        if (s.ok()) s = body->Bool("verify", spec.verify);
+        if (s.ok()) s = body->String("requester", spec.requester);
+        if (!s.ok()) return s;
+        if (spec.requester.empty()) spec.requester = req.get_header_value("X-Strata-User");
+        if (spec.requester.empty()) spec.requester = req.remote_addr;
+        absl::StatusOr<JobStarted> started = jobs->StartBackup(spec);
+        if (!started.ok()) return started.status();
+        WriteJson(res, {{"job", JobJson(started->job)},
+                        {"backup_id", started->backup_id},
+                        {"backup_name", started->backup_name}});
+        res.status = 202;
+        res.set_header("Location", "/api/v1/jobs/" + started->job.id);
+        return absl::OkStatus();
+      });
+  Add("POST", "/api/v1/restores",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        if (jobs == nullptr) return absl::UnavailableError("restores are not served here");
+        absl::StatusOr<Body> body = Body::Parse(req.body);
+        if (!body.ok()) return body.status();
+        RestoreSpec spec;
+        absl::Status s = body->String("backup", spec.backup);
+        if (s.ok()) s = body->String("vm", spec.vm);
+        if (s.ok()) s = body->String("as", spec.as_name);
+        if (s.ok()) s = body->Strings("disks", spec.disks);
+        if (s.ok()) s = body->Bool("verify", spec.verify);
+        bool start = false;
+        if (s.ok() && body->Has("start")) {
+          s = body->Bool("start", start);
+          spec.start = start;
+        }
+        if (s.ok()) s = body->String("host", spec.host);
+        if (s.ok()) s = body->String("target_dir", spec.target_dir);
+        if (s.ok()) s = body->String("requester", spec.requester);
+        if (!s.ok()) return s;
+        if (spec.requester.empty()) spec.requester = req.get_header_value("X-Strata-User");
+        absl::StatusOr<JobStarted> started = jobs->StartRestore(spec);
+        if (!started.ok()) return started.status();
+        WriteJson(res, {{"job", JobJson(started->job)}});
+        res.status = 202;
+        res.set_header("Location", "/api/v1/jobs/" + started->job.id);
+        return absl::OkStatus();
+      });
+  Add("POST", "/api/v1/backups/prune",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        if (jobs == nullptr) return absl::UnavailableError("backups are not served here");
+        absl::StatusOr<Body> body = Body::Parse(req.body);
+        if (!body.ok()) return body.status();
+        PruneSpec spec;
+        absl::Status s = body->String("policy", spec.policy);
+        if (s.ok()) s = body->Bool("dry_run", spec.dry_run);
+        if (!s.ok()) return s;
+        if (spec.policy.empty()) return absl::InvalidArgumentError("field 'policy' is required");
+        absl::StatusOr<json> report = jobs->Prune(spec);
+        if (!report.ok()) return report.status();
+        WriteJson(res, *report);
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/policies",
+      [this](const httplib::Request&, httplib::Response& res, const Params&) {
+        absl::StatusOr<std::vector<RetentionPolicy>> list = catalog.ListPolicies();
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const RetentionPolicy& p : *list) out.push_back(PolicyJson(p));
+        WriteJson(res, {{"policies", std::move(out)}});
+        return absl::OkStatus();
+      });
+  Add("GET", "/api/v1/policies/{name}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        absl::StatusOr<RetentionPolicy> policy = catalog.GetPolicy(p[0]);
+        if (!policy.ok()) return policy.status();
+        WriteJson(res, PolicyJson(*policy));
+        return absl::OkStatus();
+      });
+  Add("PUT", "/api/v1/policies/{name}",
+      [this](const httplib::Request& req, httplib::Response& res, const Params& p) {
+        absl::StatusOr<Body> body = Body::Parse(req.body);
+        if (!body.ok()) return body.status();
+        RetentionPolicy policy;
+        policy.name = p[0];
+        absl::Status s = body->Int("keep_last", policy.keep_last);
+        if (s.ok()) s = body->Int("keep_hourly", policy.keep_hourly);
+        if (s.ok()) s = body->Int("keep_daily", policy.keep_daily);
+        if (s.ok()) s = body->Int("keep_weekly", policy.keep_weekly);
+        if (s.ok()) s = body->Int("keep_monthly", policy.keep_monthly);
+        if (s.ok()) s = ValidateRetentionPolicy(policy);
+        if (s.ok()) s = catalog.UpsertPolicy(policy);
+        if (!s.ok()) return s;
+        WriteJson(res, PolicyJson(policy));
+        return absl::OkStatus();
+      });
+  Add("DELETE", "/api/v1/policies/{name}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        if (absl::Status s = catalog.DeletePolicy(p[0]); !s.ok()) return s;
+        WriteJson(res, {{"deleted", p[0]}});
+        return absl::OkStatus();
+      });
+  Add("DELETE", "/api/v1/backups/{id}",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        if (jobs == nullptr) return absl::UnavailableError("backups are not served here");
+        absl::StatusOr<json> report = jobs->DeleteBackup(p[0]);
+        if (!report.ok()) return report.status();
+        WriteJson(res, *report);
+        return absl::OkStatus();
+      });
   Add("GET", "/api/v1/jobs",
       [this](const httplib::Request& req, httplib::Response& res, const Params&) {
         JobListOptions opts;
@@ -812,6 +996,7 @@ RestApi::RestApi(Catalog& catalog, GraphStore& graphs, HostRegistry& registry, E
 
 RestApi::~RestApi() { Stop(); }
 
+void RestApi::SetJobManager(JobManager* jobs) { impl_->jobs = jobs; }
 absl::StatusOr<int> RestApi::Start() { return impl_->Start(); }
 void RestApi::Stop() { impl_->Stop(); }
 int RestApi::port() const { return impl_->port; }

@@ -75,6 +75,13 @@ class RestTest : public ::testing::Test {
     EXPECT_EQ(res->get_header_value("Content-Type"), "application/json") << path;
     return json::parse(res->body, nullptr, false);
   }
+  json Put(const std::string& path, const std::string& body, int code = 200) {
+    auto res = client_->Put(path, body, "application/json");
+    EXPECT_TRUE(res) << path;
+    if (!res) return json();
+    EXPECT_EQ(res->status, code) << path << ": " << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
   json Post(const std::string& path, const std::string& body, int code = 200) {
     auto res = client_->Post(path, body, "application/json");
     EXPECT_TRUE(res) << path;
@@ -259,11 +266,102 @@ TEST_F(RestTest, UnknownPathsMethodsAndBigBodies) {
   EXPECT_EQ(Post("/api/v1/graph/query", fits, 400)["error"]["code"], 400);
 }
 
+TEST_F(RestTest, BackupRequestsAreValidatedAndAFailingAgentFailsTheJob) {
+  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["nope"]})", 404),
+            Error(404, "NOT_FOUND", "VM 'nope' not found in the inventory"));
+  EXPECT_EQ(
+      Post("/api/v1/backups", R"({"vms":["web01"],"consistency":"yolo"})", 400),
+      Error(400, "INVALID_ARGUMENT", "consistency must be crash, pause or quiesce, not 'yolo'"));
+  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["web01"],"name":"../../etc/passwd"})",
+                 400)["error"]["status"],
+            "INVALID_ARGUMENT");
+  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":"web01","verify":"yes"})", 400),
+            Error(400, "INVALID_ARGUMENT", "field 'verify' must be true or false"));
+  EXPECT_EQ(Post("/api/v1/backups", "{}", 400)["error"]["message"],
+            "nothing to back up: name VMs, a host, a cluster or a selector that matches VMs");
+  EXPECT_EQ(Post("/api/v1/restores", R"({"vm":"web01","backup":"nope"})", 404)["error"]["code"],
+            404);
+
+  // The fake agent has no Backup service: the job runs and fails, naming the host.
+  json started = Post("/api/v1/backups", R"({"select":"type=vm name=web*","name":"n1"})", 202);
+  ASSERT_TRUE(started.contains("job")) << started;
+  EXPECT_EQ(started["backup_name"], "n1");
+  const std::string job_id = started["job"]["id"];
+  json job;
+  for (int i = 0; i < 200; ++i) {
+    job = Get("/api/v1/jobs/" + job_id);
+    if (job["state"] == "failed" || job["state"] == "succeeded") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ(job["state"], "failed") << job;
+  EXPECT_EQ(job["kind"], "backup");
+  ASSERT_EQ(job["detail"]["vms"].size(), 1u) << job;
+  EXPECT_EQ(job["detail"]["vms"][0]["name"], "web01");
+  EXPECT_EQ(job["detail"]["vms"][0]["state"], "failed");
+  EXPECT_THAT(job["detail"]["vms"][0]["error"].get<std::string>(),
+              HasSubstr("backup on host 'host-a'"));
+  json backup = Get("/api/v1/backups/n1");
+  EXPECT_EQ(backup["state"], "failed") << backup;
+  // A name is used once.
+  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["web01"],"name":"n1"})", 409)["error"]["message"],
+            "a backup named 'n1' already exists");
+}
+
+TEST_F(RestTest, PoliciesAndPrune) {
+  EXPECT_EQ(Put("/api/v1/policies/daily", R"({"keep_last":1})"), json({{"name", "daily"},
+                                                                       {"keep_last", 1},
+                                                                       {"keep_hourly", 0},
+                                                                       {"keep_daily", 0},
+                                                                       {"keep_weekly", 0},
+                                                                       {"keep_monthly", 0}}));
+  EXPECT_EQ(Put("/api/v1/policies/bad", R"({"keep_last":-1})", 400)["error"]["message"],
+            "field 'keep_last' must be a whole number from 0 to 1000000");
+  EXPECT_EQ(Put("/api/v1/policies/..", "{}", 400)["error"]["status"], "INVALID_ARGUMENT");
+  EXPECT_EQ(Get("/api/v1/policies")["policies"].size(), 1u);
+  EXPECT_EQ(Post("/api/v1/backups/prune", R"({"policy":"weekly"})", 404)["error"]["message"],
+            "retention policy 'weekly' not found");
+
+  // Two finished backups of the policy, each in its own snapshot.
+  const auto now = std::chrono::system_clock::now();
+  for (int i = 0; i < 2; ++i) {
+    BackupRecord b;
+    b.id = "b" + std::to_string(i);
+    b.name = "daily-" + std::to_string(i);
+    b.policy = "daily";
+    b.state = BackupState::kSucceeded;
+    b.started_at = now - std::chrono::hours(2 - i);
+    b.finished_at = b.started_at + std::chrono::minutes(1);
+    b.items.push_back(BackupItem{.vm_uuid = "u1",
+                                 .vm_name = "web01",
+                                 .disk_target = "vda",
+                                 .source_path = "/v/web01.qcow2",
+                                 .storage_volume = "sv:dir:x",
+                                 .snapshot_id = b.name,
+                                 .path_in_snapshot = "web01.qcow2",
+                                 .size_bytes = 1});
+    b.metadata = {
+        {"manifests",
+         {{{"snapshots",
+            {{{"storage_volume", "sv:dir:x"}, {"snapshot_id", b.name}, {"host", "host-a"}}}}}}}};
+    ASSERT_TRUE(server_->catalog().CreateBackup(b).ok());
+  }
+  json plan = Post("/api/v1/backups/prune", R"({"policy":"daily","dry_run":true})");
+  ASSERT_EQ(plan["kept"].size(), 1u) << plan;
+  EXPECT_EQ(plan["kept"][0]["name"], "daily-1");
+  ASSERT_EQ(plan["expired"].size(), 1u) << plan;
+  EXPECT_EQ(plan["expired"][0]["name"], "daily-0");
+  EXPECT_EQ(plan["snapshots_to_delete"], json({"sv:dir:x/daily-0"}));
+  EXPECT_EQ(Get("/api/v1/backups")["backups"].size(), 2u);  // a dry run deletes nothing
+
+  // The fake agent cannot delete snapshots: the expired backup's record stays, with the reason.
+  json pruned = Post("/api/v1/backups/prune", R"({"policy":"daily"})");
+  EXPECT_TRUE(pruned["deleted"].empty()) << pruned;
+  ASSERT_EQ(pruned["errors"].size(), 1u) << pruned;
+  EXPECT_THAT(pruned["errors"][0].get<std::string>(), HasSubstr("backup 'daily-0'"));
+  EXPECT_EQ(Get("/api/v1/backups")["backups"].size(), 2u);
+}
+
 TEST_F(RestTest, BackupsRestoresAndJobs) {
-  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["web01"]})", 501),
-            Error(501, "UNIMPLEMENTED", "backup is not available yet in this version"));
-  EXPECT_EQ(Post("/api/v1/restores", "{}", 501),
-            Error(501, "UNIMPLEMENTED", "restore is not available yet in this version"));
   EXPECT_EQ(Get("/api/v1/backups"), json({{"backups", json::array()}}));
   BackupRecord backup;
   backup.id = "b1";

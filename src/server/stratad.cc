@@ -51,6 +51,7 @@ struct Stratad::Impl {
   HttpMetrics metrics;
   std::unique_ptr<RegistryService> service;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<JobManager> jobs;  // before rest: the API calls it
   std::unique_ptr<RestApi> rest;
   std::string grpc_address;
   std::string http_address;
@@ -125,8 +126,10 @@ absl::Status Stratad::Start() {
   rest_options.threads = o.http_threads;
   rest_options.max_event_streams = o.max_event_streams;
   rest_options.stream_keepalive = o.stream_keepalive;
+  s.jobs = std::make_unique<JobManager>(*s.catalog, *s.registry, s.graphs, *agents);
   s.rest = std::make_unique<RestApi>(*s.catalog, s.graphs, *s.registry, *s.events, s.metrics,
                                      rest_options);
+  s.rest->SetJobManager(s.jobs.get());
   absl::StatusOr<int> bound_http = s.rest->Start();
   if (!bound_http.ok()) {
     s.grpc_server->Shutdown();
@@ -151,6 +154,7 @@ void Stratad::Stop() {
   s.monitor->Stop();
   s.events->Shutdown();  // ends event streams
   s.rest->Stop();
+  s.jobs->Stop();  // running jobs finish and store their outcome
   s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   s.grpc_server->Wait();
   s.registry->Stop();

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
@@ -116,8 +117,9 @@ class SystemTest : public ::testing::Test {
     http_port_ = server->http_port;
   }
 
-  void StartAgent(const std::string& host) {
+  void StartAgent(const std::string& host, std::vector<std::string> env = {}) {
     ChildProcessOptions options;
+    options.env = std::move(env);
     options.log_path = Log("agent-" + host);
     options.append_log = true;
     auto agent = ChildProcess::Start(
@@ -140,7 +142,8 @@ class SystemTest : public ::testing::Test {
     client.set_read_timeout(std::chrono::seconds(30));
     httplib::Result result = method == "POST"
                                  ? client.Post(target.c_str(), body, "application/json")
-                                 : client.Get(target.c_str());
+                             : method == "DELETE" ? client.Delete(target.c_str())
+                                                  : client.Get(target.c_str());
     if (!result) return {};
     return {result->status, result->body};
   }
@@ -205,6 +208,24 @@ class SystemTest : public ::testing::Test {
     return result.ok() ? *result : strata::util::ProcessResult{-1, ""};
   }
   std::string Url() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
+
+  // Starts a job through POST `target` and waits until it ends; returns the final job.
+  json RunJob(const std::string& target, const json& body,
+              milliseconds timeout = milliseconds(60000)) {
+    HttpAnswer answer = Http("POST", target, body.dump());
+    EXPECT_EQ(answer.status, 202) << target << " " << body.dump() << ": " << answer.body;
+    json started = answer.Json();
+    if (answer.status != 202) return started;
+    const std::string id = started["job"]["id"];
+    json job;
+    WaitUntil(
+        [&] {
+          job = GetJson("/api/v1/jobs/" + id);
+          return job.value("state", "") == "succeeded" || job.value("state", "") == "failed";
+        },
+        timeout, milliseconds(100));
+    return job;
+  }
 
   std::filesystem::path work_;
   std::unique_ptr<ChildProcess> server_;
@@ -368,9 +389,12 @@ TEST_F(SystemTest, MalformedRestRequestsGetJsonErrors) {
   cli = Strata({"find", "type=bogus"});
   EXPECT_EQ(cli.exit_code, 1);
   EXPECT_NE(cli.output.find("bogus"), std::string::npos) << cli.output;
-  cli = Strata({"backup", "web01"});
+  cli = Strata({"backup", "no-such-vm"});
   EXPECT_EQ(cli.exit_code, 1) << cli.output;
-  EXPECT_TRUE(cli.output.starts_with("strata: ")) << cli.output;
+  EXPECT_EQ(cli.output, "strata: VM 'no-such-vm' not found in the inventory\n");
+  cli = Strata({"backup", "web01", "--name", "../../etc"});
+  EXPECT_EQ(cli.exit_code, 1) << cli.output;
+  EXPECT_NE(cli.output.find("invalid backup name '../../etc'"), std::string::npos) << cli.output;
 
   // Nothing listens on the agent-registry port over HTTP/1: a CLI pointed at a closed port.
   auto down = strata::util::RunProcess({STRATA_BIN, "--server", "http://127.0.0.1:1", "hosts"});
@@ -474,3 +498,142 @@ TEST_F(SystemTest, SixteenConcurrentClientsGetCorrectAnswers) {
 }
 
 }  // namespace
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void Scribble(const std::string& path, const std::string& text) {
+  std::fstream out(path, std::ios::in | std::ios::out | std::ios::binary);
+  out.seekp(0);
+  out << text;
+}
+
+TEST_F(SystemTest, BackupOverTwoHostsThenRestoreInPlaceAndAsANewVm) {
+  WaitForVms();
+  const std::string gold = SiteDir() + "/volumes/gold";
+  const std::string silver = SiteDir() + "/volumes/silver";
+  // db02 has an rbd disk no storage plug-in here can snapshot: the backup is partial.
+  json job = RunJob("/api/v1/backups", {{"vms", {"web01", "mail01", "web03", "db02"}},
+                                        {"consistency", "pause"},
+                                        {"verify", true},
+                                        {"name", "e2e"}});
+  ASSERT_EQ(job.value("kind", ""), "backup") << job;
+  EXPECT_EQ(job["state"], "failed") << job;
+  EXPECT_EQ(job["detail"]["state"], "partial") << job;
+  std::map<std::string, std::string> vm_states;
+  for (const json& vm : job["detail"]["vms"]) vm_states[vm["name"]] = vm["state"];
+  EXPECT_EQ(vm_states, (std::map<std::string, std::string>{{"db02", "failed"},
+                                                           {"mail01", "succeeded"},
+                                                           {"web01", "succeeded"},
+                                                           {"web03", "succeeded"}}));
+  EXPECT_NE(job["message"].get<std::string>().find("db02: disk 'vdb'"), std::string::npos) << job;
+  json backup = GetJson("/api/v1/backups/e2e");
+  EXPECT_EQ(backup["state"], "succeeded") << backup;
+  EXPECT_EQ(backup["items"].size(), 3u) << backup;
+  // gold is shared by host-a and host-b: each host takes its own snapshot of it (named after the
+  // host) until the cluster coordinator plans one shared snapshot.
+  EXPECT_TRUE(std::filesystem::exists(gold + "/.strata-snapshots/e2e.host-a/web01.qcow2"));
+  EXPECT_TRUE(std::filesystem::exists(gold + "/.strata-snapshots/e2e.host-b/web03.qcow2"));
+  EXPECT_TRUE(std::filesystem::exists(silver + "/.strata-snapshots/e2e.host-a/mail01.qcow2"));
+  EXPECT_TRUE(std::filesystem::exists(silver + "/.strata-snapshots/e2e.host-a.manifest.json"));
+
+  // In place, after the guest wrote over its disk.
+  const std::string disk = silver + "/mail01.qcow2";
+  const std::string original = ReadFile(disk);
+  Scribble(disk, "ransomware was here");
+  ASSERT_NE(ReadFile(disk), original);
+  job = RunJob("/api/v1/restores", {{"backup", "e2e"}, {"vm", "mail01"}, {"verify", true}});
+  EXPECT_EQ(job["state"], "succeeded") << job;
+  EXPECT_EQ(ReadFile(disk), original);
+
+  // As a new VM: it reaches the inventory through the agent's events.
+  job = RunJob("/api/v1/restores", {{"backup", "e2e"}, {"vm", "web01"}, {"as", "web01-restored"}});
+  ASSERT_EQ(job["state"], "succeeded") << job;
+  const std::string new_uuid = job["detail"]["result"]["vm_uuid"];
+  json vm;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        HttpAnswer answer = Http("GET", "/api/v1/vms/" + new_uuid);
+        vm = answer.Json();
+        return answer.status == 200;
+      },
+      milliseconds(15000)))
+      << "stratad log:\n"
+      << server_->Log(3000);
+  EXPECT_EQ(vm["name"], "web01-restored");
+  EXPECT_EQ(vm["host"], "host-a");
+  json events = GetJson("/api/v1/events?host=host-a");
+  bool added = false;
+  for (const json& e : events["events"]) {
+    if (e.value("vm_uuid", "") == new_uuid && e.value("kind", "") == "added") added = true;
+  }
+  EXPECT_TRUE(added) << events.dump(1);
+
+  // On another host that reaches the same storage (gold is shared by host-a and host-b).
+  job = RunJob("/api/v1/restores",
+               {{"backup", "e2e"}, {"vm", "web01"}, {"as", "web01-on-b"}, {"host", "host-b"}});
+  ASSERT_EQ(job["state"], "succeeded") << job;
+  const std::string moved_uuid = job["detail"]["result"]["vm_uuid"];
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        HttpAnswer answer = Http("GET", "/api/v1/vms/" + moved_uuid);
+        return answer.status == 200 && answer.Json().value("host", "") == "host-b";
+      },
+      milliseconds(15000)));
+
+  // Deleting the backup removes its snapshots.
+  HttpAnswer deleted = Http("DELETE", "/api/v1/backups/e2e");
+  EXPECT_EQ(deleted.status, 200) << deleted.body;
+  EXPECT_FALSE(std::filesystem::exists(gold + "/.strata-snapshots/e2e.host-a"));
+  EXPECT_FALSE(std::filesystem::exists(gold + "/.strata-snapshots/e2e.host-b"));
+  EXPECT_FALSE(std::filesystem::exists(silver + "/.strata-snapshots/e2e.host-a.manifest.json"));
+  EXPECT_EQ(Http("GET", "/api/v1/backups/e2e").status, 404);
+}
+
+TEST_F(SystemTest, BackupWithADeadAgentFailsItsVmsAndTheOthersComplete) {
+  WaitForVms();
+  agents_.erase("host-b");  // killed
+  json job = RunJob("/api/v1/backups", {{"vms", {"web01", "web03"}}, {"name", "dead"}});
+  EXPECT_EQ(job["state"], "failed") << job;
+  for (const json& vm : job["detail"]["vms"]) {
+    if (vm["name"] == "web01") {
+      EXPECT_EQ(vm["state"], "succeeded") << job;
+    } else {
+      EXPECT_EQ(vm["state"], "failed") << job;
+      EXPECT_NE(vm["error"].get<std::string>().find("host-b"), std::string::npos) << job;
+    }
+  }
+}
+
+TEST_F(SystemTest, AnAgentKilledInTheMiddleOfABackupCleansUpWhenItComesBack) {
+  WaitForVms();
+  const std::string gold = SiteDir() + "/volumes/gold";
+  // host-a's agent dies right after its snapshot of gold exists (as if killed -9 there).
+  agents_.erase("host-a");
+  ASSERT_NO_FATAL_FAILURE(
+      StartAgent("host-a", {"STRATA_AGENT_FAULTS=storage-snapshot-done:gold=exit"}));
+  ASSERT_NO_FATAL_FAILURE(WaitForAllReachable());
+  json job =
+      RunJob("/api/v1/backups", {{"vms", {"web01"}}, {"consistency", "pause"}, {"name", "crash"}});
+  EXPECT_EQ(job["state"], "failed") << job;
+  EXPECT_NE(job["detail"]["vms"][0]["error"].get<std::string>().find("host-a"), std::string::npos)
+      << job;
+  EXPECT_EQ(GetJson("/api/v1/backups/crash")["state"], "failed");
+  EXPECT_TRUE(std::filesystem::exists(gold + "/.strata-snapshots/crash"));  // left behind
+  const std::string journal = SiteDir() + "/state/host-a/backup-journal";
+  EXPECT_FALSE(std::filesystem::is_empty(journal));
+
+  // Back without the fault: the journal is replayed before the agent serves. (This agent's
+  // test-driver VMs restart from their host file, so the VM runs again anyway; resuming a VM a
+  // crash left paused is covered by BackupEngineTest.AJournalLeftByACrashIsUndoneAtStart.)
+  agents_.erase("host-a");
+  ASSERT_NO_FATAL_FAILURE(StartAgent("host-a"));
+  EXPECT_FALSE(std::filesystem::exists(gold + "/.strata-snapshots/crash"));
+  EXPECT_FALSE(std::filesystem::exists(gold + "/.strata-snapshots/crash.manifest.json"));
+  EXPECT_TRUE(std::filesystem::is_empty(journal));
+  std::ifstream log(Log("agent-host-a"));
+  std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(text.find("interrupted backup 'crash'"), std::string::npos) << text;
+}

@@ -1,8 +1,8 @@
 // The agent's gRPC services (proto/strata/v1/agent.proto): Agent, Discovery, Events, Backup,
 // Restore, served over HostServices. gRPC stays out of this header.
 //
-// Backup and Restore answer UNIMPLEMENTED ("backup is not available yet in this version of
-// strata-agent", "restore is not available yet ..."). Events.Subscribe streams the change log
+// Backup and Restore run the BackupEngine (strata/agent/backup_engine.h), streaming progress and
+// then the result. Events.Subscribe streams the change log
 // after `from_sequence`, then waits for new entries until the client cancels or the server
 // shuts down.
 //
@@ -17,11 +17,6 @@
 #include "strata/agent/host_services.h"
 
 namespace strata::agent {
-
-inline constexpr char kBackupUnavailable[] =
-    "backup is not available yet in this version of strata-agent";
-inline constexpr char kRestoreUnavailable[] =
-    "restore is not available yet in this version of strata-agent";
 
 class AgentServer {
  public:

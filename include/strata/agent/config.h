@@ -13,6 +13,9 @@
 //   [[storage.dir]]                         # directory-backed storage volumes (dir plug-in)
 //   name = "gold"
 //   path = "/srv/volumes/gold"
+//   [[storage.btrfs]]                       # btrfs subvolumes (btrfs plug-in)
+//   name = "fast"
+//   path = "/srv/btrfs/fast"                # must be a subvolume to be snapshotted
 #pragma once
 
 #include <cstdint>
@@ -26,11 +29,13 @@ namespace strata::agent {
 
 inline constexpr char kDefaultListen[] = "127.0.0.1:7071";
 inline constexpr char kDefaultServer[] = "127.0.0.1:7070";
+inline constexpr char kDefaultStateDir[] = "/var/lib/strata-agent";
 
 struct AgentConfig {
   std::string host_id;
   std::string connect;
-  std::vector<plugin::StorageVolumeConfig> dir_volumes;
+  std::vector<plugin::StorageVolumeConfig> dir_volumes;    // [[storage.dir]]
+  std::vector<plugin::StorageVolumeConfig> btrfs_volumes;  // [[storage.btrfs]]
   std::string cluster;
   std::string listen = kDefaultListen;
   std::string server = kDefaultServer;  // empty: standalone, no registration
@@ -41,6 +46,8 @@ struct AgentConfig {
   // window). 0: no event manager; the change log is then fed by whole-host discoveries only.
   int64_t event_window_ms = 1000;
   std::string log_level = "info";
+  // Where the agent keeps what must survive a crash (the backup journal).
+  std::string state_dir = kDefaultStateDir;
 };
 
 // Splits "HOST:PORT" ("[::1]:7071" for IPv6); the port must be 0..65535. The error names `what`:

@@ -14,8 +14,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +85,24 @@ class HostServices : public HostView {
 
   // "ok", or the whole message of why the hypervisor cannot be reached.
   std::string HypervisorStatus();
+
+  // ---- for backup and restore (host_services_storage.cc)
+
+  // Runs `fn` with the hypervisor (opened when needed), serialised with discoveries: keep each
+  // call short (one hypervisor operation). A failure that is not the caller's fault drops the
+  // connection, as for discoveries.
+  absl::Status WithHypervisor(const std::function<absl::Status(hypervisor::Hypervisor&)>& fn);
+  // The storage volume holding each file and the plug-in managing it; nullopt for a file no
+  // configured volume holds (or that does not exist). The innermost volume wins when nested.
+  struct FileVolume {
+    plugin::StoragePlugin* plugin = nullptr;  // owned by this object
+    plugin::VolumeClaim volume;
+    plugin::FileLocation location;
+  };
+  std::vector<std::optional<FileVolume>> ClaimFiles(const std::vector<std::string>& paths);
+  // The plug-in managing a volume (by node id), with the volume's claim. NotFound when no
+  // configured volume has that id on this host.
+  absl::StatusOr<FileVolume> FindVolume(const std::string& volume_id);
 
   const AgentConfig& config() const { return config_; }
   const PluginHost& plugins() const { return plugins_; }

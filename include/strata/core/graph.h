@@ -150,4 +150,11 @@ class Graph {
   std::unique_ptr<Impl> impl_;
 };
 
+// Removes `root` and then, transitively, every node below it (along out-edges) that no longer
+// has any in-edge: what only `root` held up. Used to replace one VM's part of a host graph (the
+// VM, its disks and files) while shared nodes (a file system, a storage volume) stay. Nodes with
+// no in-edges to begin with (roots such as the host) are removed only when reached from `root`.
+// Returns how many nodes were removed (0 when `root` is not live).
+size_t RemoveWithOrphans(Graph& graph, NodeIndex root);
+
 }  // namespace strata::core

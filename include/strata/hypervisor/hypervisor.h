@@ -5,11 +5,13 @@
 // says otherwise. Ownership: the caller owns what Open* returns.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -61,6 +63,26 @@ struct HypervisorEvent {
 // Hypervisor.
 using EventSink = std::function<void(HypervisorEvent event)>;
 
+// A VM-level snapshot request. On the test driver only internal snapshots exist; real QEMU
+// takes external disk-only snapshots (an overlay per disk) so that the base images stop changing
+// while the storage snapshot is taken.
+struct VmSnapshotRequest {
+  std::string name;
+  std::string description;
+  bool disk_only = false;  // external disk-only snapshot (VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY)
+  bool atomic = true;      // all disks or none
+  bool quiesce = false;    // freeze guest file systems during the snapshot (needs a guest agent)
+  // disk_only: overlay file per disk target; a disk not named here is excluded from the snapshot.
+  std::vector<std::pair<std::string, std::string>> overlays;  // (target, overlay path)
+};
+
+struct VmSnapshot {
+  std::string name;
+  bool external = false;
+  // external: (target, overlay path) actually created, to be committed and removed afterwards.
+  std::vector<std::pair<std::string, std::string>> overlays;
+};
+
 class Hypervisor {
  public:
   virtual ~Hypervisor() = default;
@@ -79,6 +101,63 @@ class Hypervisor {
   virtual absl::Status SubscribeEvents(EventSink sink) {
     (void)sink;
     return absl::UnimplementedError("this hypervisor plug-in does not deliver events");
+  }
+
+  // ---- VM control for backup and restore (optional; defaults answer Unimplemented naming the
+  // operation). `vm` is a name or a UUID; an unknown VM is NotFound "VM 'x' not found on
+  // hypervisor 'URI'". Errors of the hypervisor keep its whole message.
+
+  virtual absl::StatusOr<DomainState> GetState(const std::string& vm) {
+    return Missing(vm, "state");
+  }
+  virtual absl::Status Suspend(const std::string& vm) { return Missing(vm, "suspend"); }
+  virtual absl::Status Resume(const std::string& vm) { return Missing(vm, "resume"); }
+  // Guest file-system freeze/thaw through the guest agent (virDomainFSFreeze/Thaw).
+  virtual absl::Status FreezeFilesystems(const std::string& vm) { return Missing(vm, "fs-freeze"); }
+  virtual absl::Status ThawFilesystems(const std::string& vm) { return Missing(vm, "fs-thaw"); }
+  // The saved (inactive) configuration, secure fields included: what a restore redefines.
+  virtual absl::StatusOr<std::string> GetSavedXml(const std::string& vm) {
+    return Missing(vm, "saved XML");
+  }
+  virtual absl::StatusOr<VmSnapshot> CreateVmSnapshot(const std::string& vm,
+                                                      const VmSnapshotRequest& request) {
+    (void)request;
+    return Missing(vm, "VM snapshots");
+  }
+  // metadata_only: drop libvirt's record only (after an external snapshot was committed).
+  virtual absl::Status DeleteVmSnapshot(const std::string& vm, const std::string& snapshot,
+                                        bool metadata_only) {
+    (void)snapshot;
+    (void)metadata_only;
+    return Missing(vm, "VM snapshots");
+  }
+  virtual absl::StatusOr<std::vector<std::string>> ListVmSnapshots(const std::string& vm) {
+    return Missing(vm, "VM snapshots");
+  }
+  // Merges the active overlay of disk `target` back into its backing image and pivots to it
+  // (virDomainBlockCommit ACTIVE, then virDomainBlockJobAbort PIVOT once ready), waiting at most
+  // `timeout`. Used after an external disk-only snapshot.
+  virtual absl::Status CommitActiveOverlay(const std::string& vm, const std::string& target,
+                                           std::chrono::milliseconds timeout) {
+    (void)target;
+    (void)timeout;
+    return Missing(vm, "block commit");
+  }
+  // Defines (or redefines, same UUID) a persistent VM; returns its UUID.
+  virtual absl::StatusOr<std::string> DefineXml(const std::string& xml) {
+    (void)xml;
+    return absl::UnimplementedError("this hypervisor plug-in cannot define VMs");
+  }
+  virtual absl::Status Start(const std::string& vm) { return Missing(vm, "start"); }
+  // Hard stop (virDomainDestroy): a VM without an OS ignores a shutdown request.
+  virtual absl::Status Destroy(const std::string& vm) { return Missing(vm, "destroy"); }
+  // Removes the saved definition (and libvirt's snapshot/checkpoint metadata with it).
+  virtual absl::Status Undefine(const std::string& vm) { return Missing(vm, "undefine"); }
+
+ protected:
+  static absl::Status Missing(const std::string& vm, std::string_view what) {
+    return absl::UnimplementedError("this hypervisor plug-in does not support " +
+                                    std::string(what) + " (VM '" + vm + "')");
   }
 };
 

@@ -36,7 +36,9 @@ namespace strata::plugin {
 
 // Bump whenever a type in this header, hypervisor.h, domain.h or storage.h changes layout.
 // 2: Hypervisor::SubscribeEvents (vtable), HypervisorEvent, EventKind, EventSink.
-inline constexpr uint32_t kPluginApiVersion = 2;
+// 3: VM control and snapshots on Hypervisor; storage snapshots (SnapshotRequest) on
+//    StoragePlugin.
+inline constexpr uint32_t kPluginApiVersion = 3;
 inline constexpr int kPluginApiMismatch = 2;
 inline constexpr char kPluginEntryPoint[] = "strata_plugin_init";
 

@@ -3,8 +3,8 @@
 // In discovery, the storage resolver asks each storage plug-in whether a file belongs to one of
 // its volumes (ClaimFile); the plug-in answers with the storage_volume(s) the file lives in. The
 // resolver adds that node and the edges file -in_volume-> storage_volume -on_device-> fs_volume
-// (the file's file system). Snapshot operations come with the backup issue; a plug-in that lacks
-// an operation answers Unimplemented (the defaults below) and does not list its capability.
+// (the file's file system). A plug-in that lacks snapshots answers Unimplemented (the defaults
+// below) and does not list the "snapshot" capability.
 //
 // Ownership: the agent owns each StoragePlugin (made by the plug-in's factory) and passes
 // non-owning pointers to the resolver; the shared object stays loaded while it lives.
@@ -57,10 +57,32 @@ class PathLocator {
   virtual std::optional<FileLocation> Locate(const std::string& path) = 0;
 };
 
-// Result of a storage snapshot (backup issue).
+// Storage snapshots. Every snapshot of a volume lives under `<volume root>/.strata-snapshots/`
+// (like a filer's `.snapshot`): `<name>/` holds the data (a directory of clones for `dir`, a
+// read-only subvolume for `btrfs`), `<name>.manifest.json` beside it the backup's manifest
+// (written by the agent, see strata/backup/manifest.h). Discovery ignores that directory.
+inline constexpr char kSnapshotDirName[] = ".strata-snapshots";
+
+struct SnapshotRequest {
+  std::string volume_id;  // as returned by ClaimFile/Volumes
+  std::string name;  // [A-Za-z0-9._-], 1..128 chars, not starting with '.'; else InvalidArgument
+  // Absolute paths of the files the snapshot must hold (the VM disks on this volume). A plug-in
+  // that snapshots the whole volume (btrfs) holds them anyway; `dir` clones just these.
+  std::vector<std::string> files;
+};
+
+struct SnapshotFile {
+  std::string source_path;       // as requested
+  std::string path_in_snapshot;  // relative to SnapshotInfo::path, e.g. "images/web01.qcow2"
+  uint64_t size_bytes = 0;       // apparent size
+  std::string method;            // "reflink", "copy" (sparse-aware), "subvolume"
+};
+
 struct SnapshotInfo {
-  std::string snapshot_id;
-  std::string path;  // where the snapshot's data can be read on this host
+  std::string snapshot_id;  // unique within the volume: the request's name
+  std::string path;         // absolute: where the snapshot's data can be read on this host
+  std::string method;       // "reflink", "copy", "mixed", "subvolume"
+  std::vector<SnapshotFile> files;
 };
 
 class StoragePlugin {
@@ -74,16 +96,23 @@ class StoragePlugin {
   virtual std::vector<VolumeClaim> Volumes(PathLocator& locator) = 0;
 
   // Optional operations ("snapshot" capability). Default: Unimplemented naming the plug-in.
-  virtual absl::StatusOr<SnapshotInfo> CreateSnapshot(const std::string& volume_id,
-                                                      const std::string& snapshot_name) {
-    (void)volume_id;
-    (void)snapshot_name;
+  // CreateSnapshot is all or nothing: on failure nothing of the snapshot is left behind.
+  // AlreadyExists when a snapshot of that name exists; InvalidArgument for a bad name or a file
+  // outside the volume; NotFound for an unknown volume.
+  virtual absl::StatusOr<SnapshotInfo> CreateSnapshot(const SnapshotRequest& request) {
+    (void)request;
     return Unimplemented("snapshots");
   }
+  // Removes the snapshot's data (not its manifest: the agent owns that). NotFound when absent.
   virtual absl::Status DeleteSnapshot(const std::string& volume_id,
                                       const std::string& snapshot_id) {
     (void)volume_id;
     (void)snapshot_id;
+    return Unimplemented("snapshots");
+  }
+  // Names of the snapshots present on the volume.
+  virtual absl::StatusOr<std::vector<std::string>> ListSnapshots(const std::string& volume_id) {
+    (void)volume_id;
     return Unimplemented("snapshots");
   }
 

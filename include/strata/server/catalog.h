@@ -1,7 +1,7 @@
 // The catalog of stratad: hosts, clusters, VMs, the resource graph of each host, the event log,
-// backups with their items, and jobs. `Catalog` is the repository interface callers program
-// against; `OpenSqliteCatalog` returns the embedded SQLite implementation (a PostgreSQL one can be
-// added later behind the same interface).
+// backups with their items, jobs, and retention policies. `Catalog` is the repository interface
+// callers program against; `OpenSqliteCatalog` returns the embedded SQLite implementation (a
+// PostgreSQL one can be added later behind the same interface).
 //
 // Threading: every Catalog implementation is thread-safe. The SQLite one keeps one connection
 // guarded by a mutex, so calls from several threads are serialised; several processes (or several
@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "strata/server/retention.h"
 
 namespace strata::server {
 
@@ -247,6 +248,15 @@ class Catalog {
   virtual absl::StatusOr<JobRecord> UpdateJob(const JobUpdate& update) = 0;
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;
   virtual absl::StatusOr<std::vector<JobRecord>> ListJobs(const JobListOptions& options) = 0;
+
+  // Retention policies (strata/server/retention.h), by name. UpsertPolicy inserts or replaces the
+  // counts (an invalid policy is InvalidArgument, see ValidateRetentionPolicy). GetPolicy of an
+  // unknown name is NotFound "retention policy 'x' not found"; so is DeletePolicy. Backups name
+  // their policy as text: deleting a policy leaves them (and their policy field) as they are.
+  virtual absl::Status UpsertPolicy(const RetentionPolicy& policy) = 0;
+  virtual absl::StatusOr<RetentionPolicy> GetPolicy(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<RetentionPolicy>> ListPolicies() = 0;  // ordered by name
+  virtual absl::Status DeletePolicy(const std::string& name) = 0;
 };
 
 struct SqliteCatalogOptions {

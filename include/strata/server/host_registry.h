@@ -11,6 +11,11 @@
 // RefreshNow runs one synchronously (REST POST /hosts/{id}/refresh); refreshes of one host are
 // serialised by a per-host mutex.
 //
+// A change set in sequence asks the agent only for the VMs it names (added or modified; removed
+// ones are just dropped) and splices them into the host's graph; a whole-host refresh happens at
+// registration, after a sequence gap, a cluster event, a failed refresh, or when more than
+// `partial_refresh_limit` VMs are pending.
+//
 // Threading: every public method is thread-safe. Lock order (outer first):
 //   state_mu_ (serialises host-state writes to the catalog, so the catalog ends in the state the
 //   memory holds) -> host refresh mutex -> mu_ (the host table, held only briefly, never while
@@ -46,6 +51,7 @@ struct RegistryOptions {
   std::chrono::milliseconds heartbeat_interval{1000};  // told to agents
   std::chrono::milliseconds heartbeat_timeout{3000};   // older heartbeat -> unreachable
   int refresh_workers = 2;
+  size_t partial_refresh_limit = 256;  // more pending changed VMs: refresh the whole host
   // After a failed refresh, the next heartbeat at least this much later schedules another.
   std::chrono::milliseconds refresh_retry{5000};
   std::string server_id;  // empty: generated (random) at construction
@@ -116,6 +122,7 @@ struct RegistryCounters {
   uint64_t sequence_gaps = 0;
   uint64_t refreshes_ok = 0;
   uint64_t refreshes_failed = 0;
+  uint64_t refreshes_partial = 0;  // of refreshes_ok: only the changed VMs were asked for
   uint64_t hosts_reachable = 0;
   uint64_t hosts_unreachable = 0;
 };
@@ -163,6 +170,10 @@ class HostRegistry {
   absl::Status WriteState(const std::string& host_id, const char* event, nlohmann::json detail);
   void AppendHostEvent(const std::string& host_id, const char* event, nlohmann::json detail);
   void WorkerLoop();
+  // Runs the refresh the host's pending changes call for (partial or whole).
+  absl::StatusOr<RefreshResult> RefreshPending(const std::string& host_id);
+  struct Pending;
+  absl::StatusOr<RefreshResult> Refresh(const std::string& host_id, const Pending* partial);
   HostView ViewOf(const Entry& entry) const;
 
   Catalog& catalog_;

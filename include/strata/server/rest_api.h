@@ -27,6 +27,7 @@
 #include "strata/server/event_log.h"
 #include "strata/server/graph_store.h"
 #include "strata/server/host_registry.h"
+#include "strata/server/job_manager.h"
 #include "strata/server/metrics.h"
 
 namespace strata::server {
@@ -53,6 +54,9 @@ class RestApi {
   RestApi(const RestApi&) = delete;
   RestApi& operator=(const RestApi&) = delete;
 
+  // Backups, restores and prunes go to this manager (call before Start; without one those routes
+  // answer 503).
+  void SetJobManager(JobManager* jobs);
   // Binds and starts serving on a thread of its own. Returns the bound port.
   absl::StatusOr<int> Start();
   // Stops accepting, ends open event streams and joins every thread. Idempotent.

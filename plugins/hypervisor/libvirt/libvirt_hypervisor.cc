@@ -10,12 +10,16 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
+#include <string_view>
 #include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "pugixml.hpp"
+#include "strata/core/status_macros.h"
 
 namespace strata::hypervisor {
 namespace {
@@ -31,12 +35,16 @@ struct PoolFree {
 struct VolumeFree {
   void operator()(virStorageVolPtr volume) const { virStorageVolFree(volume); }
 };
+struct SnapshotFree {
+  void operator()(virDomainSnapshotPtr snapshot) const { virDomainSnapshotFree(snapshot); }
+};
 struct MallocFree {  // strings and arrays libvirt allocates for the caller
   void operator()(void* memory) const { std::free(memory); }
 };
 using DomainPtr = std::unique_ptr<virDomain, DomainFree>;
 using PoolPtr = std::unique_ptr<virStoragePool, PoolFree>;
 using VolumePtr = std::unique_ptr<virStorageVol, VolumeFree>;
+using SnapshotPtr = std::unique_ptr<virDomainSnapshot, SnapshotFree>;
 using CString = std::unique_ptr<char, MallocFree>;
 
 // ---- errors ----------------------------------------------------------------------------------
@@ -108,7 +116,19 @@ absl::StatusCode LastLibvirtStatusCode() {
     case VIR_ERR_NO_DOMAIN:
     case VIR_ERR_NO_STORAGE_POOL:
     case VIR_ERR_NO_STORAGE_VOL:
+    case VIR_ERR_NO_DOMAIN_SNAPSHOT:
       return absl::StatusCode::kNotFound;
+    case VIR_ERR_INVALID_ARG:  // also virCheckFlags: "unsupported flags (0x10) in function ..."
+    case VIR_ERR_XML_ERROR:
+    case VIR_ERR_XML_DETAIL:
+    case VIR_ERR_CONFIG_UNSUPPORTED:
+      return absl::StatusCode::kInvalidArgument;
+    case VIR_ERR_OPERATION_INVALID:  // "domain is not running", "domain is already running"
+    case VIR_ERR_BLOCK_COPY_ACTIVE:
+      return absl::StatusCode::kFailedPrecondition;
+    case VIR_ERR_AGENT_UNRESPONSIVE:
+    case VIR_ERR_AGENT_UNSYNCED:
+      return absl::StatusCode::kUnavailable;
     case VIR_ERR_NO_CONNECT:
     case VIR_ERR_INVALID_CONN:
     case VIR_ERR_SYSTEM_ERROR:
@@ -121,6 +141,8 @@ absl::StatusCode LastLibvirtStatusCode() {
     case VIR_ERR_OPERATION_DENIED:
       return absl::StatusCode::kPermissionDenied;
     case VIR_ERR_NO_SUPPORT:
+    case VIR_ERR_ARGUMENT_UNSUPPORTED:  // e.g. "QEMU guest agent is not configured"
+    case VIR_ERR_OPERATION_UNSUPPORTED:
       return absl::StatusCode::kUnimplemented;
     case VIR_ERR_OPERATION_TIMEOUT:
       return absl::StatusCode::kDeadlineExceeded;
@@ -236,6 +258,84 @@ absl::StatusOr<Domain> DescribeDomain(virDomainPtr domain, VolumeResolver& volum
     for (DiskSource& backing : disk.backing_chain) volumes.Resolve(backing);
   }
   return result;
+}
+
+// A domain by UUID, then by name (as virsh). NotFound "VM 'X' not found on hypervisor 'URI'".
+absl::StatusOr<DomainPtr> LookUpDomain(virConnectPtr connection, absl::string_view uri,
+                                       const std::string& vm) {
+  // A string that is no UUID fails with INVALID_ARG.
+  DomainPtr domain(virDomainLookupByUUIDString(connection, vm.c_str()));
+  if (!domain && !LastErrorIs(VIR_ERR_NO_DOMAIN) && !LastErrorIs(VIR_ERR_INVALID_ARG)) {
+    return LibvirtError(absl::StrCat("cannot look up VM '", vm, "' on hypervisor '", uri, "'"));
+  }
+  if (!domain) domain.reset(virDomainLookupByName(connection, vm.c_str()));
+  if (!domain) {
+    if (LastErrorIs(VIR_ERR_NO_DOMAIN) || LastErrorIs(VIR_ERR_INVALID_ARG)) {
+      return absl::NotFoundError(absl::StrCat("VM '", vm, "' not found on hypervisor '", uri, "'"));
+    }
+    return LibvirtError(absl::StrCat("cannot look up VM '", vm, "' on hypervisor '", uri, "'"));
+  }
+  return domain;
+}
+
+absl::StatusOr<DomainState> StateOfDomain(virDomainPtr domain, absl::string_view context) {
+  int state = VIR_DOMAIN_NOSTATE;
+  int reason = 0;
+  if (virDomainGetState(domain, &state, &reason, 0) < 0) {
+    return LibvirtError(absl::StrCat("cannot read the state of ", context));
+  }
+  return StateFromLibvirt(state);
+}
+
+// "<domainsnapshot>" for `request`, built with pugixml (names are escaped by the serializer).
+// disk_only: `disk_targets` are the VM's disks in order; those without an overlay get
+// snapshot='no'.
+std::string SnapshotXml(const VmSnapshotRequest& request,
+                        const std::vector<std::string>& disk_targets) {
+  pugi::xml_document document;
+  pugi::xml_node root = document.append_child("domainsnapshot");
+  if (!request.name.empty()) root.append_child("name").text().set(request.name.c_str());
+  if (!request.description.empty()) {
+    root.append_child("description").text().set(request.description.c_str());
+  }
+  if (request.disk_only) {
+    pugi::xml_node disks = root.append_child("disks");
+    for (const std::string& target : disk_targets) {
+      pugi::xml_node disk = disks.append_child("disk");
+      disk.append_attribute("name").set_value(target.c_str());
+      auto overlay = std::find_if(request.overlays.begin(), request.overlays.end(),
+                                  [&target](const auto& entry) { return entry.first == target; });
+      if (overlay == request.overlays.end()) {
+        disk.append_attribute("snapshot").set_value("no");
+        continue;
+      }
+      disk.append_attribute("snapshot").set_value("external");
+      disk.append_attribute("type").set_value("file");
+      disk.append_child("source").append_attribute("file").set_value(overlay->second.c_str());
+    }
+  }
+  std::ostringstream out;
+  document.save(out, "", pugi::format_raw | pugi::format_no_declaration);
+  return out.str();
+}
+
+// (target, file) of every external disk in a <domainsnapshot> document, in document order.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ExternalOverlays(
+    const char* snapshot_xml) {
+  pugi::xml_document document;
+  pugi::xml_parse_result parsed = document.load_string(snapshot_xml);
+  if (!parsed) {
+    return absl::InternalError(absl::StrCat("snapshot XML is malformed: ", parsed.description()));
+  }
+  std::vector<std::pair<std::string, std::string>> overlays;
+  for (pugi::xml_node disk : document.child("domainsnapshot").child("disks").children("disk")) {
+    if (std::string_view(disk.attribute("snapshot").as_string()) != "external") continue;
+    pugi::xml_node source = disk.child("source");
+    std::string path = source.attribute("file").as_string();
+    if (path.empty()) path = source.attribute("dev").as_string();
+    overlays.emplace_back(disk.attribute("name").as_string(), std::move(path));
+  }
+  return overlays;
 }
 
 }  // namespace
@@ -513,20 +613,9 @@ absl::StatusOr<std::vector<Domain>> LibvirtHypervisor::ListDomains(const ListOpt
   } else {
     std::set<std::string> seen_uuids;
     for (const std::string& wanted : options.only) {
-      // As virsh: a UUID first, then a name. A string that is no UUID fails with INVALID_ARG.
-      DomainPtr domain(virDomainLookupByUUIDString(connection_.get(), wanted.c_str()));
-      if (!domain && !LastErrorIs(VIR_ERR_NO_DOMAIN) && !LastErrorIs(VIR_ERR_INVALID_ARG)) {
-        return LibvirtError(
-            absl::StrCat("cannot look up VM '", wanted, "' on hypervisor '", uri_, "'"));
-      }
-      if (!domain) domain.reset(virDomainLookupByName(connection_.get(), wanted.c_str()));
-      if (!domain) {
-        if (LastErrorIs(VIR_ERR_NO_DOMAIN) || LastErrorIs(VIR_ERR_INVALID_ARG)) {
-          return not_found(wanted);
-        }
-        return LibvirtError(
-            absl::StrCat("cannot look up VM '", wanted, "' on hypervisor '", uri_, "'"));
-      }
+      absl::StatusOr<DomainPtr> found = LookUpDomain(connection_.get(), uri_, wanted);
+      if (!found.ok()) return found.status();
+      DomainPtr domain = *std::move(found);
       char uuid[VIR_UUID_STRING_BUFLEN] = {};
       if (virDomainGetUUIDString(domain.get(), uuid) < 0) {
         return LibvirtError(
@@ -553,6 +642,303 @@ absl::StatusOr<std::vector<Domain>> LibvirtHypervisor::ListDomains(const ListOpt
     return a.name != b.name ? a.name < b.name : a.uuid < b.uuid;
   });
   return domains;
+}
+
+// ---- VM control ------------------------------------------------------------------------------
+
+namespace {
+
+std::string VmContext(absl::string_view vm, absl::string_view uri) {
+  return absl::StrCat("VM '", vm, "' on hypervisor '", uri, "'");
+}
+
+// The targets of the VM's disks, in order, from its live definition.
+absl::StatusOr<std::vector<std::string>> DiskTargets(virDomainPtr domain,
+                                                     absl::string_view context) {
+  CString xml(virDomainGetXMLDesc(domain, 0));
+  if (!xml) return LibvirtError(absl::StrCat("cannot read the XML of ", context));
+  absl::StatusOr<Domain> parsed = ParseDomainXml(xml.get());
+  if (!parsed.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot parse the XML of ", context, ": ", parsed.status().message()));
+  }
+  std::vector<std::string> targets;
+  for (const Disk& disk : parsed->disks) targets.push_back(disk.target);
+  return targets;
+}
+
+constexpr std::chrono::milliseconds kBlockJobPollInterval(20);
+
+}  // namespace
+
+absl::StatusOr<DomainState> LibvirtHypervisor::GetState(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  return StateOfDomain(domain.get(), VmContext(vm, uri_));
+}
+
+absl::Status LibvirtHypervisor::Suspend(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  const std::string what = absl::StrCat("cannot suspend ", VmContext(vm, uri_));
+  // Checked here: QEMU answers success for a paused VM, and the caller must know that it did
+  // not pause it.
+  STRATA_ASSIGN_OR_RETURN(DomainState state, StateOfDomain(domain.get(), VmContext(vm, uri_)));
+  if (state == DomainState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": it is already paused"));
+  }
+  if (state != DomainState::kRunning && state != DomainState::kBlocked) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": it is not running (state: ", std::string(DomainStateName(state)), ")"));
+  }
+  if (virDomainSuspend(domain.get()) < 0) return LibvirtError(what);
+  return absl::OkStatus();
+}
+
+absl::Status LibvirtHypervisor::Resume(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  const std::string what = absl::StrCat("cannot resume ", VmContext(vm, uri_));
+  STRATA_ASSIGN_OR_RETURN(DomainState state, StateOfDomain(domain.get(), VmContext(vm, uri_)));
+  if (state != DomainState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": it is not paused (state: ", std::string(DomainStateName(state)), ")"));
+  }
+  if (virDomainResume(domain.get()) < 0) return LibvirtError(what);
+  return absl::OkStatus();
+}
+
+absl::Status LibvirtHypervisor::FreezeFilesystems(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  if (virDomainFSFreeze(domain.get(), nullptr, 0, 0) < 0) {
+    return LibvirtError(absl::StrCat("cannot freeze the file systems of ", VmContext(vm, uri_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LibvirtHypervisor::ThawFilesystems(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  if (virDomainFSThaw(domain.get(), nullptr, 0, 0) < 0) {
+    return LibvirtError(absl::StrCat("cannot thaw the file systems of ", VmContext(vm, uri_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> LibvirtHypervisor::GetSavedXml(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  CString xml(virDomainGetXMLDesc(domain.get(), VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE));
+  if (!xml) {
+    return LibvirtError(absl::StrCat("cannot read the saved XML of ", VmContext(vm, uri_)));
+  }
+  return std::string(xml.get());
+}
+
+absl::StatusOr<VmSnapshot> LibvirtHypervisor::CreateVmSnapshot(const std::string& vm,
+                                                               const VmSnapshotRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  const std::string context = VmContext(vm, uri_);
+  const std::string what = absl::StrCat("cannot snapshot ", context);
+  std::vector<std::string> targets;
+  unsigned int flags = 0;
+  if (request.disk_only) {
+    if (request.overlays.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": a disk-only snapshot needs at least one overlay"));
+    }
+    STRATA_ASSIGN_OR_RETURN(targets, DiskTargets(domain.get(), context));
+    for (const auto& [target, path] : request.overlays) {
+      if (std::find(targets.begin(), targets.end(), target) == targets.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": it has no disk '", target, "'"));
+      }
+      if (path.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": the overlay path of disk '", target, "' is empty"));
+      }
+    }
+    flags |= VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+    if (request.atomic) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+  } else if (!request.overlays.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": overlays are only for disk-only snapshots"));
+  }
+  if (request.quiesce) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE;
+
+  const std::string xml = SnapshotXml(request, targets);
+  SnapshotPtr snapshot(virDomainSnapshotCreateXML(domain.get(), xml.c_str(), flags));
+  if (!snapshot) return LibvirtError(what);
+
+  // It exists now: from here on nothing fails, the caller must learn what to clean up.
+  VmSnapshot result;
+  const char* name = virDomainSnapshotGetName(snapshot.get());  // owned by `snapshot`
+  result.name = name != nullptr ? name : request.name;
+  result.external = request.disk_only;
+  if (request.disk_only) {
+    CString snapshot_xml(virDomainSnapshotGetXMLDesc(snapshot.get(), 0));
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> recorded =
+        snapshot_xml ? ExternalOverlays(snapshot_xml.get())
+                     : absl::InternalError("no snapshot XML");
+    if (recorded.ok() && !recorded->empty()) {
+      result.overlays = *std::move(recorded);
+    } else {  // what was asked for, in the order of the VM's disks
+      for (const std::string& target : targets) {
+        for (const auto& overlay : request.overlays) {
+          if (overlay.first == target) result.overlays.push_back(overlay);
+        }
+      }
+    }
+  }
+  return result;
+}
+
+absl::Status LibvirtHypervisor::DeleteVmSnapshot(const std::string& vm,
+                                                 const std::string& snapshot_name,
+                                                 bool metadata_only) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  SnapshotPtr snapshot(virDomainSnapshotLookupByName(domain.get(), snapshot_name.c_str(), 0));
+  if (!snapshot) {
+    if (LastErrorIs(VIR_ERR_NO_DOMAIN_SNAPSHOT)) {
+      return absl::NotFoundError(absl::StrCat("VM snapshot '", snapshot_name, "' of VM '", vm,
+                                              "' not found on hypervisor '", uri_, "'"));
+    }
+    return LibvirtError(
+        absl::StrCat("cannot look up VM snapshot '", snapshot_name, "' of ", VmContext(vm, uri_)));
+  }
+  const unsigned int flags = metadata_only ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY : 0;
+  if (virDomainSnapshotDelete(snapshot.get(), flags) < 0) {
+    return LibvirtError(
+        absl::StrCat("cannot delete VM snapshot '", snapshot_name, "' of ", VmContext(vm, uri_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> LibvirtHypervisor::ListVmSnapshots(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  virDomainSnapshotPtr* list = nullptr;
+  const int count = virDomainListAllSnapshots(domain.get(), &list, 0);
+  if (count < 0) {
+    return LibvirtError(absl::StrCat("cannot list the snapshots of ", VmContext(vm, uri_)));
+  }
+  std::vector<SnapshotPtr> snapshots;
+  snapshots.reserve(count);
+  for (int i = 0; i < count; ++i) snapshots.emplace_back(list[i]);
+  std::free(list);
+  std::vector<std::string> names;
+  names.reserve(count);
+  for (const SnapshotPtr& snapshot : snapshots) {
+    const char* name = virDomainSnapshotGetName(snapshot.get());
+    if (name != nullptr) names.emplace_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
+                                                    const std::string& target,
+                                                    std::chrono::milliseconds timeout) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  const std::string what =
+      absl::StrCat("cannot commit disk '", target, "' of ", VmContext(vm, uri_));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (virDomainBlockCommit(domain.get(), target.c_str(), nullptr, nullptr, 0,
+                           VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
+    return LibvirtError(what);
+  }
+  auto abort_job = [&]() -> absl::Status {
+    // Synchronous: once it returns, the job is gone and the VM still uses the overlay.
+    if (virDomainBlockJobAbort(domain.get(), target.c_str(), 0) < 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, ": the block commit did not finish within ", timeout.count(),
+                       " ms, and aborting the job failed: ", LastLibvirtMessage()));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat(what, ": the block commit did not finish within ", timeout.count(),
+                     " ms; the job was aborted and the VM still writes to the overlay"));
+  };
+
+  // 1. Until the job is ready: QEMU's driver reports cur == end only then.
+  while (true) {
+    virDomainBlockJobInfo info{};
+    const int found = virDomainGetBlockJobInfo(domain.get(), target.c_str(), &info, 0);
+    if (found < 0) {
+      absl::Status error = LibvirtError(what);
+      (void)virDomainBlockJobAbort(domain.get(), target.c_str(), 0);
+      return error;
+    }
+    if (found == 0) {
+      return absl::InternalError(
+          absl::StrCat(what, ": the block commit job ended before it was ready to pivot"));
+    }
+    if (info.end > 0 && info.cur == info.end) break;
+    if (std::chrono::steady_clock::now() >= deadline) return abort_job();
+    std::this_thread::sleep_for(kBlockJobPollInterval);
+  }
+  // 2. Pivot. libvirt may not yet have processed QEMU's "ready" event that query-block-jobs
+  // already shows: it then answers BLOCK_COPY_ACTIVE ("not ready for pivot yet"); try again.
+  while (virDomainBlockJobAbort(domain.get(), target.c_str(), VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) <
+         0) {
+    if (!LastErrorIs(VIR_ERR_BLOCK_COPY_ACTIVE)) {
+      absl::Status error = LibvirtError(what);
+      (void)virDomainBlockJobAbort(domain.get(), target.c_str(), 0);
+      return error;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return abort_job();
+    std::this_thread::sleep_for(kBlockJobPollInterval);
+  }
+  // 3. Until no job remains on the disk (the pivot above is synchronous; this is a guard).
+  while (true) {
+    virDomainBlockJobInfo info{};
+    const int found = virDomainGetBlockJobInfo(domain.get(), target.c_str(), &info, 0);
+    if (found < 0) return LibvirtError(what);
+    if (found == 0) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, ": the pivot was accepted but the block job was still there after ",
+                       timeout.count(), " ms"));
+    }
+    std::this_thread::sleep_for(kBlockJobPollInterval);
+  }
+}
+
+absl::StatusOr<std::string> LibvirtHypervisor::DefineXml(const std::string& xml) {
+  DomainPtr domain(virDomainDefineXML(connection_.get(), xml.c_str()));
+  if (!domain) return LibvirtError(absl::StrCat("cannot define a VM on hypervisor '", uri_, "'"));
+  char uuid[VIR_UUID_STRING_BUFLEN] = {};
+  if (virDomainGetUUIDString(domain.get(), uuid) < 0) {
+    return LibvirtError(
+        absl::StrCat("cannot read the UUID of the VM just defined on hypervisor '", uri_, "'"));
+  }
+  return std::string(uuid);
+}
+
+absl::Status LibvirtHypervisor::Start(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  if (virDomainCreate(domain.get()) < 0) {
+    return LibvirtError(absl::StrCat("cannot start ", VmContext(vm, uri_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LibvirtHypervisor::Destroy(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  if (virDomainDestroy(domain.get()) < 0) {
+    return LibvirtError(absl::StrCat("cannot destroy ", VmContext(vm, uri_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LibvirtHypervisor::Undefine(const std::string& vm) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  // Most complete first; a driver rejects flags it does not know with INVALID_ARG
+  // ("unsupported flags (0x10) in function testDomainUndefineFlags") before doing anything.
+  const unsigned int attempts[] = {
+      VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+          VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM,
+      VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+      0,
+  };
+  for (unsigned int flags : attempts) {
+    if (virDomainUndefineFlags(domain.get(), flags) == 0) return absl::OkStatus();
+    const bool rejected_flags = LastErrorIs(VIR_ERR_INVALID_ARG) || LastErrorIs(VIR_ERR_NO_SUPPORT);
+    if (!rejected_flags || flags == 0) break;
+  }
+  return LibvirtError(absl::StrCat("cannot undefine ", VmContext(vm, uri_)));
 }
 
 }  // namespace strata::hypervisor

@@ -19,6 +19,7 @@
 // back-off, and then reconciles).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,76 @@ class LibvirtHypervisor final : public Hypervisor {
   // Failure to register LIFECYCLE: Unavailable "cannot subscribe to the events of hypervisor
   // 'URI': <libvirt message>"; the other event ids are best effort (a driver may lack them).
   absl::Status SubscribeEvents(EventSink sink) override;
+
+  // ---- VM control (see Hypervisor). `vm` is a UUID or a name (tried in that order, as virsh
+  // does). Common errors, each a whole message:
+  //   unknown VM: NotFound "VM 'X' not found on hypervisor 'URI'";
+  //   a libvirt failure: "cannot <verb> VM 'X' on hypervisor 'URI': <libvirt message>", with a
+  //   code from libvirt's error number: invalid argument (e.g. "unsupported flags (0x10) in
+  //   function ...") -> InvalidArgument; operation not valid in this state ("domain is not
+  //   running", "domain is already running") -> FailedPrecondition; unsupported by the driver
+  //   ("this function is not supported by the connection driver: ...", "argument
+  //   unsupported: QEMU guest agent is not configured") -> Unimplemented; guest agent not
+  //   responding -> Unavailable; otherwise as for ListDomains.
+
+  absl::StatusOr<DomainState> GetState(const std::string& vm) override;
+  // Pauses a running VM. A VM that is not running (paused, shut off, ...) is
+  // FailedPrecondition "cannot suspend VM 'X' on hypervisor 'URI': it is already paused" or
+  // "...: it is not running (state: shutoff)": the caller did not pause it and must not resume it.
+  absl::Status Suspend(const std::string& vm) override;
+  // Resumes a paused VM; any other state is FailedPrecondition
+  // "cannot resume VM 'X' on hypervisor 'URI': it is not paused (state: running)".
+  absl::Status Resume(const std::string& vm) override;
+  // virDomainFSFreeze/FSThaw of every mounted file system through the guest agent.
+  absl::Status FreezeFilesystems(const std::string& vm) override;
+  absl::Status ThawFilesystems(const std::string& vm) override;
+  // virDomainGetXMLDesc(VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE).
+  absl::StatusOr<std::string> GetSavedXml(const std::string& vm) override;
+
+  // !disk_only: an internal snapshot (flags: QUIESCE when asked). disk_only: an external
+  // snapshot of the disks named in `overlays` (every other disk of the live definition gets
+  // snapshot='no'), flags DISK_ONLY | ATOMIC (when asked) | QUIESCE (when asked); libvirt keeps
+  // its metadata (so that DeleteVmSnapshot(metadata_only) can drop it after the commit).
+  // An empty name lets libvirt choose one; the result carries the actual name and, for
+  // disk_only, the overlays as libvirt recorded them (in the order of the VM's disks).
+  // Errors before libvirt is asked, InvalidArgument:
+  //   "cannot snapshot VM 'X' on hypervisor 'URI': a disk-only snapshot needs at least one overlay"
+  //   "cannot snapshot VM 'X' on hypervisor 'URI': it has no disk 'vdz'"
+  //   "cannot snapshot VM 'X' on hypervisor 'URI': overlays are only for disk-only snapshots"
+  // A libvirt failure: "cannot snapshot VM 'X' on hypervisor 'URI': <libvirt message>".
+  absl::StatusOr<VmSnapshot> CreateVmSnapshot(const std::string& vm,
+                                              const VmSnapshotRequest& request) override;
+  // virDomainSnapshotDelete (METADATA_ONLY when asked: after an external snapshot was
+  // committed, a full delete fails on QEMU with "could not find base disk source in disk source
+  // chain"; the test driver refuses METADATA_ONLY with "unsupported flags (0x2) ...").
+  // An unknown snapshot is NotFound "VM snapshot 'S' of VM 'X' not found on hypervisor 'URI'";
+  // a libvirt failure: "cannot delete VM snapshot 'S' of VM 'X' on hypervisor 'URI': <...>".
+  absl::Status DeleteVmSnapshot(const std::string& vm, const std::string& snapshot,
+                                bool metadata_only) override;
+  // Names of every snapshot of the VM, sorted.
+  absl::StatusOr<std::vector<std::string>> ListVmSnapshots(const std::string& vm) override;
+  // virDomainBlockCommit(ACTIVE), then polls virDomainGetBlockJobInfo every 20 ms until the
+  // job is ready (cur == end), pivots (virDomainBlockJobAbort PIVOT; retried while libvirt has
+  // not yet seen the job ready) and waits until no block job remains on the disk. When
+  // `timeout` passes first, the job is aborted without pivot (the VM keeps writing to the
+  // overlay) and the answer is DeadlineExceeded "cannot commit disk 'vda' of VM 'X' on
+  // hypervisor 'URI': the block commit did not finish within 100 ms; the job was aborted and
+  // the VM still writes to the overlay" (or "...within 100 ms, and aborting the job failed:
+  // <libvirt message>"). A libvirt failure: "cannot commit disk 'vda' of VM 'X' on hypervisor
+  // 'URI': <libvirt message>", e.g. "invalid argument: could not find base image in chain for
+  // 'vda'" for a disk without overlay (the job, if it started, is aborted).
+  absl::Status CommitActiveOverlay(const std::string& vm, const std::string& target,
+                                   std::chrono::milliseconds timeout) override;
+  // virDomainDefineXML; returns the UUID. Failure: "cannot define a VM on hypervisor 'URI':
+  // <libvirt message>".
+  absl::StatusOr<std::string> DefineXml(const std::string& xml) override;
+  absl::Status Start(const std::string& vm) override;    // virDomainCreate
+  absl::Status Destroy(const std::string& vm) override;  // virDomainDestroy
+  // virDomainUndefineFlags with MANAGED_SAVE | SNAPSHOTS_METADATA | CHECKPOINTS_METADATA |
+  // NVRAM; a driver that rejects some of these flags (the test driver rejects
+  // CHECKPOINTS_METADATA and NVRAM) is asked again with fewer: MANAGED_SAVE |
+  // SNAPSHOTS_METADATA, then none. The error is that of the last attempt.
+  absl::Status Undefine(const std::string& vm) override;
 
   // The URI of the connection as libvirt reports it (virConnectGetURI).
   const std::string& uri() const { return uri_; }

@@ -14,7 +14,7 @@ extern "C" __attribute__((visibility("default"))) int strata_plugin_init(
   descriptor.kind = strata::plugin::PluginKind::kStorage;
   descriptor.name = strata::plugins::dir::kPluginName;
   descriptor.version = "0.1.0";
-  descriptor.capabilities = {"discovery"};  // snapshots come with the backup issue
+  descriptor.capabilities = {"discovery", "snapshot", "reflink"};
   registry->RegisterStorage(std::move(descriptor),
                             [](const strata::plugin::StoragePluginConfig& config)
                                 -> absl::StatusOr<std::unique_ptr<strata::plugin::StoragePlugin>> {

@@ -44,6 +44,43 @@ absl::Status ReadNumber(const toml::table& table, std::string_view key, const st
                      util::Cat("'", key, "' must be a number of seconds (0 or more)"));
 }
 
+// Reads the [[storage.<kind>]] entries (name, path) into `out`.
+absl::Status ReadVolumes(const toml::table& storage, std::string_view kind,
+                         const std::string& origin, std::vector<plugin::StorageVolumeConfig>& out) {
+  const toml::node* node = storage.get(kind);
+  if (node == nullptr) return absl::OkStatus();
+  const std::string table = util::Cat("[[storage.", kind, "]]");
+  const toml::array* entries = node->as_array();
+  if (entries == nullptr) {
+    return ConfigError(origin, node->source(),
+                       util::Cat("'storage.", kind, "' must be an array of tables (", table, ")"));
+  }
+  for (const toml::node& entry : *entries) {
+    const toml::table* fields = entry.as_table();
+    if (fields == nullptr) {
+      return ConfigError(origin, entry.source(),
+                         util::Cat("each ", table, " entry must be a table"));
+    }
+    plugin::StorageVolumeConfig volume;
+    if (auto status = ReadString(*fields, "name", origin, volume.name); !status.ok()) {
+      return status;
+    }
+    if (auto status = ReadString(*fields, "path", origin, volume.path); !status.ok()) {
+      return status;
+    }
+    if (volume.name.empty() || volume.path.empty()) {
+      return ConfigError(origin, entry.source(), util::Cat(table, " needs both 'name' and 'path'"));
+    }
+    if (volume.path.front() != '/') {
+      return ConfigError(origin, entry.source(),
+                         util::Cat("storage volume '", volume.name, "': path '", volume.path,
+                                   "' must be absolute"));
+    }
+    out.push_back(std::move(volume));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CheckHostPort(const std::string& address, const std::string& what) {
@@ -74,7 +111,8 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
                              {"server", &config.server},
                              {"plugin_dir", &config.plugin_dir},
                              {"hypervisor", &config.hypervisor},
-                             {"log_level", &config.log_level}}) {
+                             {"log_level", &config.log_level},
+                             {"state_dir", &config.state_dir}}) {
     if (auto status = ReadString(root, key, origin, *target); !status.ok()) return status;
   }
   if (auto status = ReadNumber(root, "reconcile_interval", origin, config.reconcile_interval_s);
@@ -102,34 +140,12 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
     if (storage_table == nullptr) {
       return ConfigError(origin, storage->source(), "'storage' must be a table");
     }
-    if (const toml::node* dirs = storage_table->get("dir"); dirs != nullptr) {
-      const toml::array* dir_array = dirs->as_array();
-      if (dir_array == nullptr) {
-        return ConfigError(origin, dirs->source(),
-                           "'storage.dir' must be an array of tables ([[storage.dir]])");
-      }
-      for (const toml::node& entry : *dir_array) {
-        const toml::table* dir = entry.as_table();
-        if (dir == nullptr) {
-          return ConfigError(origin, entry.source(), "each [[storage.dir]] entry must be a table");
-        }
-        plugin::StorageVolumeConfig volume;
-        if (auto status = ReadString(*dir, "name", origin, volume.name); !status.ok()) {
-          return status;
-        }
-        if (auto status = ReadString(*dir, "path", origin, volume.path); !status.ok()) {
-          return status;
-        }
-        if (volume.name.empty() || volume.path.empty()) {
-          return ConfigError(origin, entry.source(),
-                             "[[storage.dir]] needs both 'name' and 'path'");
-        }
-        if (volume.path.front() != '/') {
-          return ConfigError(origin, entry.source(),
-                             util::Cat("storage volume '", volume.name, "': path '", volume.path,
-                                       "' must be absolute"));
-        }
-        config.dir_volumes.push_back(std::move(volume));
+    for (auto [kind, volumes] :
+         {std::pair<std::string_view, std::vector<plugin::StorageVolumeConfig>*>{
+              "dir", &config.dir_volumes},
+          {"btrfs", &config.btrfs_volumes}}) {
+      if (auto status = ReadVolumes(*storage_table, kind, origin, *volumes); !status.ok()) {
+        return status;
       }
     }
   }
@@ -157,13 +173,20 @@ std::string RenderAgentConfig(const AgentConfig& config) {
     root.insert("reconcile_interval", config.reconcile_interval_s);
   if (config.event_window_ms != 1000) root.insert("event_window_ms", config.event_window_ms);
   if (config.log_level != "info") root.insert("log_level", config.log_level);
-  if (!config.dir_volumes.empty()) {
-    toml::array dirs;
-    for (const plugin::StorageVolumeConfig& volume : config.dir_volumes) {
-      dirs.push_back(toml::table{{"name", volume.name}, {"path", volume.path}});
+  if (config.state_dir != kDefaultStateDir) root.insert("state_dir", config.state_dir);
+  toml::table storage;
+  for (auto [kind, volumes] :
+       {std::pair<std::string_view, const std::vector<plugin::StorageVolumeConfig>*>{
+            "dir", &config.dir_volumes},
+        {"btrfs", &config.btrfs_volumes}}) {
+    if (volumes->empty()) continue;
+    toml::array entries;
+    for (const plugin::StorageVolumeConfig& volume : *volumes) {
+      entries.push_back(toml::table{{"name", volume.name}, {"path", volume.path}});
     }
-    root.insert("storage", toml::table{{"dir", std::move(dirs)}});
+    storage.insert(kind, std::move(entries));
   }
+  if (!storage.empty()) root.insert("storage", std::move(storage));
   std::ostringstream out;
   out << root << "\n";
   return out.str();

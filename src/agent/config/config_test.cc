@@ -15,6 +15,9 @@ path = "/srv/volumes/gold"
 [[storage.dir]]
 name = "silver"
 path = "/srv/volumes/silver dir"
+[[storage.btrfs]]
+name = "fast"
+path = "/srv/btrfs/fast"
 )",
                                                         "agent.toml");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -23,6 +26,9 @@ path = "/srv/volumes/silver dir"
   ASSERT_EQ(config->dir_volumes.size(), 2u);
   EXPECT_EQ(config->dir_volumes[1].name, "silver");
   EXPECT_EQ(config->dir_volumes[1].path, "/srv/volumes/silver dir");
+  ASSERT_EQ(config->btrfs_volumes.size(), 1u);
+  EXPECT_EQ(config->btrfs_volumes[0].name, "fast");
+  EXPECT_EQ(config->btrfs_volumes[0].path, "/srv/btrfs/fast");
 }
 
 TEST(AgentConfigTest, RenderedConfigParsesBack) {
@@ -30,6 +36,7 @@ TEST(AgentConfigTest, RenderedConfigParsesBack) {
   config.host_id = "h1";
   config.connect = "qemu:///system";
   config.dir_volumes = {{"gold", "/a/b"}, {"ü vol", "/c/d e"}};
+  config.btrfs_volumes = {{"fast", "/srv/btrfs/fast"}};
   config.cluster = "lab";
   config.listen = "127.0.0.1:0";
   config.server = "";
@@ -47,6 +54,17 @@ TEST(AgentConfigTest, RenderedConfigParsesBack) {
   ASSERT_EQ(parsed->dir_volumes.size(), 2u);
   EXPECT_EQ(parsed->dir_volumes[1].name, "ü vol");
   EXPECT_EQ(parsed->dir_volumes[1].path, "/c/d e");
+  ASSERT_EQ(parsed->btrfs_volumes.size(), 1u);
+  EXPECT_EQ(parsed->btrfs_volumes[0].name, "fast");
+  EXPECT_EQ(parsed->btrfs_volumes[0].path, "/srv/btrfs/fast");
+  // Only btrfs volumes: no empty [[storage.dir]] appears, and they still parse back.
+  config.dir_volumes.clear();
+  const std::string rendered = RenderAgentConfig(config);
+  EXPECT_EQ(rendered.find("storage.dir"), std::string::npos) << rendered;
+  parsed = ParseAgentConfig(rendered, "rendered");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->dir_volumes.empty());
+  EXPECT_EQ(parsed->btrfs_volumes.size(), 1u);
 }
 
 TEST(AgentConfigTest, DaemonKeysAndDefaults) {
@@ -139,6 +157,33 @@ TEST(AgentConfigTest, RelativeVolumePathIsRejected) {
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().message(),
             "config 'v.toml': line 1: storage volume 'gold': path 'rel/dir' must be absolute");
+}
+
+TEST(AgentConfigTest, BadBtrfsVolumesNameTheTable) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"[[storage.btrfs]]\nname = \"fast\"\npath = \"rel\"\n",
+       "config 'b.toml': line 1: storage volume 'fast': path 'rel' must be absolute"},
+      {"[[storage.btrfs]]\nname = \"fast\"\n",
+       "config 'b.toml': line 1: [[storage.btrfs]] needs both 'name' and 'path'"},
+      {"[storage]\nbtrfs = \"x\"\n",
+       "config 'b.toml': line 2: 'storage.btrfs' must be an array of tables ([[storage.btrfs]])"},
+      {"[storage]\nbtrfs = [1]\n",
+       "config 'b.toml': line 2: each [[storage.btrfs]] entry must be a table"},
+      {"[[storage.btrfs]]\nname = 1\npath = \"/a\"\n",
+       "config 'b.toml': line 2: 'name' must be a string"},
+      {"[[storage.dir]]\nname = \"gold\"\n",
+       "config 'b.toml': line 1: [[storage.dir]] needs both 'name' and 'path'"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<AgentConfig> config = ParseAgentConfig(c.text, "b.toml");
+    ASSERT_FALSE(config.ok()) << c.text;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(config.status().message(), c.message);
+  }
 }
 
 TEST(AgentConfigTest, MissingFileIsNotFound) {

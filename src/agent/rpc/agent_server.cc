@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 
+#include "backup_service.h"
 #include "change_set_proto.h"
 #include "graph_proto.h"
 #include "status_grpc.h"
@@ -113,22 +114,6 @@ class EventsImpl final : public v1::Events::Service {
   const std::atomic<bool>& stopping_;
 };
 
-class BackupImpl final : public v1::Backup::Service {
- public:
-  grpc::Status StartBackup(grpc::ServerContext*, const v1::BackupRequest*,
-                           v1::BackupResponse*) override {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kBackupUnavailable);
-  }
-};
-
-class RestoreImpl final : public v1::Restore::Service {
- public:
-  grpc::Status StartRestore(grpc::ServerContext*, const v1::RestoreRequest*,
-                            v1::RestoreResponse*) override {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, kRestoreUnavailable);
-  }
-};
-
 bool IsWildcardHost(std::string_view host) {
   return host == "0.0.0.0" || host == "::" || host == "[::]" || host.empty();
 }
@@ -137,13 +122,19 @@ bool IsWildcardHost(std::string_view host) {
 
 struct AgentServer::Impl {
   explicit Impl(HostServices& services)
-      : agent(services), discovery(services), events(services, stopping) {}
+      : agent(services),
+        discovery(services),
+        events(services, stopping),
+        engine(services, FaultsFromEnvironment()),
+        backup(engine),
+        restore(engine) {}
   std::atomic<bool> stopping{false};
   AgentImpl agent;
   DiscoveryImpl discovery;
   EventsImpl events;
-  BackupImpl backup;
-  RestoreImpl restore;
+  BackupEngine engine;
+  BackupService backup;
+  RestoreService restore;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
   std::string endpoint;
@@ -158,6 +149,8 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(HostServices& se
                                                                 const std::string& listen) {
   if (absl::Status status = CheckHostPort(listen, "listen"); !status.ok()) return status;
   auto impl = std::make_unique<Impl>(services);
+  // Before serving: VMs a crashed run left paused are resumed, its partial snapshots removed.
+  impl->engine.RecoverInterrupted();
   grpc::ServerBuilder builder;
   // Without this gRPC sets SO_REUSEPORT, and a second agent on a taken port would "succeed".
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

@@ -92,7 +92,8 @@ TEST_F(AgentServiceTest, GetAgentInfoListsIdentityPluginsAndCapabilities) {
   }
   EXPECT_EQ(plugins, (std::map<std::string, std::string>{
                          {"hypervisor/libvirt", "discovery,domain-xml,storage-pools,events,"},
-                         {"storage/dir", "discovery,"}}));
+                         {"storage/btrfs", "discovery,snapshot,"},
+                         {"storage/dir", "discovery,snapshot,reflink,"}}));
 
   grpc::ClientContext health_context;
   v1::HealthResponse health;
@@ -193,20 +194,41 @@ TEST_F(AgentServiceTest, UnknownVmIsNotFoundAndBadFiltersAreInvalid) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
-TEST_F(AgentServiceTest, BackupAndRestoreAreUnimplemented) {
+TEST_F(AgentServiceTest, BadBackupAndRestoreRequestsAreInvalidArguments) {
   StartAgent();
   auto backup = v1::Backup::NewStub(channel_);
   grpc::ClientContext context;
-  v1::BackupResponse response;
-  grpc::Status status = backup->StartBackup(&context, v1::BackupRequest(), &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(status.error_message(), "backup is not available yet in this version of strata-agent");
+  v1::BackupRequest request;
+  request.set_backup_id("b1");
+  request.set_name("nightly");
+  auto reader = backup->RunBackup(&context, request);
+  v1::BackupEvent event;
+  EXPECT_FALSE(reader->Read(&event));
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "backup request: consistency is not set (crash, pause or quiesce)");
+
+  grpc::ClientContext traversal_context;
+  request.set_consistency(v1::CONSISTENCY_CRASH);
+  request.set_name("../etc");
+  reader = backup->RunBackup(&traversal_context, request);
+  EXPECT_FALSE(reader->Read(&event));
+  status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("invalid backup name '../etc'"), std::string::npos)
+      << status.error_message();
+
   auto restore = v1::Restore::NewStub(channel_);
   grpc::ClientContext restore_context;
-  v1::RestoreResponse restored;
-  status = restore->StartRestore(&restore_context, v1::RestoreRequest(), &restored);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(status.error_message(), "restore is not available yet in this version of strata-agent");
+  v1::RestoreRequest restore_request;
+  restore_request.set_manifest_json("{not json");
+  auto restore_reader = restore->RunRestore(&restore_context, restore_request);
+  v1::RestoreEvent restore_event;
+  EXPECT_FALSE(restore_reader->Read(&restore_event));
+  status = restore_reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("restore request: "), std::string::npos);
 }
 
 TEST_F(AgentServiceTest, ListenFailureIsReported) {

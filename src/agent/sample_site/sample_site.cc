@@ -74,6 +74,13 @@ std::string FileDisk(const std::string& target, const std::string& path, const s
   return xml;
 }
 
+// The QEMU guest agent's channel: what fs-freeze/thaw (quiesced backups) go through.
+std::string GuestAgentChannel() {
+  return "      <channel type='unix'>\n"
+         "        <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+         "      </channel>\n";
+}
+
 // The block device that holds `dir`'s file system, as /dev/<name>: a real device for the
 // pass-through disk, so that its resolution runs against this machine's sysfs.
 std::string BlockDeviceOf(const std::string& dir) {
@@ -211,7 +218,7 @@ absl::StatusOr<SampleSite> GenerateSampleSite(const std::string& dir_arg) {
         {"web02", 1, {FileDisk("vda", gold + "/web02.qcow2", "qcow2", base)}},
         {"db01", 1, {FileDisk("vda", gold + "/db01-os.raw", "raw"), passthrough}},
         {"cache01", 3, {FileDisk("vda", silver + "/cache01.raw", "raw")}},
-        {"mail01", 1, {FileDisk("vda", silver + "/mail01.qcow2", "qcow2")}}},
+        {"mail01", 1, {FileDisk("vda", silver + "/mail01.qcow2", "qcow2"), GuestAgentChannel()}}},
        ""},
       {"host-b",
        {{"web03", 1, {FileDisk("vda", gold + "/web03.qcow2", "qcow2", base)}},
@@ -235,6 +242,7 @@ absl::StatusOr<SampleSite> GenerateSampleSite(const std::string& dir_arg) {
     config.connect = absl::StrCat("test://", host_file);
     config.dir_volumes = {{"gold", gold}, {"silver", silver}};
     config.listen = "127.0.0.1:0";  // several agents on one machine: each takes a free port
+    config.state_dir = absl::StrCat(dir, "/state/", host.id);
     const std::string config_file = absl::StrCat(dir, "/agents/", host.id, ".toml");
     STRATA_RETURN_IF_ERROR(WriteFile(config_file, RenderAgentConfig(config)));
     site.hosts.push_back(host.id);

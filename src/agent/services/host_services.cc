@@ -70,6 +70,7 @@ HostServices::HostServices(const PluginHost& plugins, AgentConfig config,
                            storage::SystemView system)
     : plugins_(plugins), config_(std::move(config)), started_at_unix_ms_(NowUnixMs()) {
   bool dir_loaded = false;
+  bool btrfs_loaded = false;
   for (const LoadedPlugin& loaded : plugins_.plugins()) {
     if (loaded.descriptor.kind != plugin::PluginKind::kStorage) continue;
     plugin::StoragePluginConfig storage_config;
@@ -77,6 +78,9 @@ HostServices::HostServices(const PluginHost& plugins, AgentConfig config,
     if (loaded.descriptor.name == "dir") {
       dir_loaded = true;
       storage_config.volumes = config_.dir_volumes;
+    } else if (loaded.descriptor.name == "btrfs") {
+      btrfs_loaded = true;
+      storage_config.volumes = config_.btrfs_volumes;
     }
     absl::StatusOr<std::unique_ptr<plugin::StoragePlugin>> made =
         plugins_.MakeStorage(loaded.descriptor.name, storage_config);
@@ -90,6 +94,10 @@ HostServices::HostServices(const PluginHost& plugins, AgentConfig config,
   if (!dir_loaded && !config_.dir_volumes.empty()) {
     setup_errors_.push_back(
         "[[storage.dir]] volumes are configured but no 'dir' storage plug-in is loaded");
+  }
+  if (!btrfs_loaded && !config_.btrfs_volumes.empty()) {
+    setup_errors_.push_back(
+        "[[storage.btrfs]] volumes are configured but no 'btrfs' storage plug-in is loaded");
   }
   storage::ResolverOptions options;
   options.host_id = config_.host_id;

@@ -385,6 +385,8 @@ constexpr char kItemColumns[] =
     "vm_uuid, vm_name, disk_target, source_path, storage_volume, snapshot_id, path_in_snapshot, "
     "size_bytes, checksum";
 constexpr char kJobColumns[] = "id, kind, state, progress, message, created_at, updated_at, detail";
+constexpr char kPolicyColumns[] =
+    "name, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly";
 
 std::string BackupLabel(const std::string& id_or_name) {
   return absl::StrCat("backup ", Quote(id_or_name));
@@ -1057,7 +1059,80 @@ class SqliteCatalog final : public Catalog {
     return out;
   }
 
+  // ---- retention policies ----
+
+  absl::Status UpsertPolicy(const RetentionPolicy& policy) override {
+    STRATA_RETURN_IF_ERROR(ValidateRetentionPolicy(policy));
+    const std::string label = PolicyLabel(policy.name);
+    std::lock_guard lock(mu_);
+    STRATA_ASSIGN_OR_RETURN(
+        Stmt stmt, Prepare(absl::StrCat(
+                       "INSERT INTO policies (", kPolicyColumns,
+                       ", created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (name) DO UPDATE SET keep_last = excluded.keep_last, "
+                       "keep_hourly = excluded.keep_hourly, keep_daily = excluded.keep_daily, "
+                       "keep_weekly = excluded.keep_weekly, "
+                       "keep_monthly = excluded.keep_monthly, "
+                       "updated_at = excluded.updated_at")));
+    const int64_t now = Now();
+    return stmt.Text(1, policy.name)
+        .Int(2, policy.keep_last)
+        .Int(3, policy.keep_hourly)
+        .Int(4, policy.keep_daily)
+        .Int(5, policy.keep_weekly)
+        .Int(6, policy.keep_monthly)
+        .Int(7, now)
+        .Int(8, now)
+        .Run(label);
+  }
+
+  absl::StatusOr<RetentionPolicy> GetPolicy(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    STRATA_ASSIGN_OR_RETURN(Stmt stmt, Prepare(absl::StrCat("SELECT ", kPolicyColumns,
+                                                            " FROM policies WHERE name = ?")));
+    stmt.Text(1, name);
+    const std::string label = PolicyLabel(name);
+    STRATA_ASSIGN_OR_RETURN(bool row, stmt.Step(label));
+    if (!row) return absl::NotFoundError(absl::StrCat(label, " not found"));
+    return ReadPolicy(stmt);
+  }
+
+  absl::StatusOr<std::vector<RetentionPolicy>> ListPolicies() override {
+    std::lock_guard lock(mu_);
+    STRATA_ASSIGN_OR_RETURN(Stmt stmt, Prepare(absl::StrCat("SELECT ", kPolicyColumns,
+                                                            " FROM policies ORDER BY name")));
+    std::vector<RetentionPolicy> out;
+    while (true) {
+      STRATA_ASSIGN_OR_RETURN(bool row, stmt.Step("listing retention policies"));
+      if (!row) break;
+      out.push_back(ReadPolicy(stmt));
+    }
+    return out;
+  }
+
+  absl::Status DeletePolicy(const std::string& name) override {
+    const std::string label = PolicyLabel(name);
+    std::lock_guard lock(mu_);
+    STRATA_ASSIGN_OR_RETURN(Stmt stmt, Prepare("DELETE FROM policies WHERE name = ?"));
+    STRATA_RETURN_IF_ERROR(stmt.Text(1, name).Run(label));
+    if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat(label, " not found"));
+    return absl::OkStatus();
+  }
+
  private:
+  static std::string PolicyLabel(const std::string& name) {
+    return absl::StrCat("retention policy ", Quote(name));
+  }
+
+  static RetentionPolicy ReadPolicy(const Stmt& stmt) {
+    return RetentionPolicy{.name = stmt.ColText(0),
+                           .keep_last = static_cast<int>(stmt.ColInt(1)),
+                           .keep_hourly = static_cast<int>(stmt.ColInt(2)),
+                           .keep_daily = static_cast<int>(stmt.ColInt(3)),
+                           .keep_weekly = static_cast<int>(stmt.ColInt(4)),
+                           .keep_monthly = static_cast<int>(stmt.ColInt(5))};
+  }
+
   // RAII transaction on this connection: rolled back unless committed. Callers hold mu_.
   class Transaction {
    public:

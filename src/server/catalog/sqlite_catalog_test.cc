@@ -756,6 +756,106 @@ TEST_F(CatalogTest, JobsRoundTripAndTransitions) {
   EXPECT_THAT(ids({.limit = 1}), ElementsAre("j3"));
 }
 
+// ---- retention policies ------------------------------------------------------------------
+
+TEST_F(CatalogTest, MigrationFromAVersion1DatabaseAddsPolicies) {
+  const auto migrations = catalog_internal::EmbeddedMigrations();
+  ASSERT_GE(migrations.size(), 2u);
+  EXPECT_STREQ(migrations[1].name, "0002_policies.sql");
+  {
+    // A database as a binary that knew only 0001 left it, with a backup in it.
+    absl::StatusOr<sqlite3*> db =
+        catalog_internal::OpenConnection(path_, std::chrono::milliseconds(1000));
+    ASSERT_TRUE(db.ok()) << db.status();
+    RawDb raw(*db);
+    absl::StatusOr<int> applied =
+        catalog_internal::ApplyMigrations(raw.get(), migrations.first(1), 7, "v1");
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    EXPECT_EQ(*applied, 1);
+    ASSERT_EQ(raw.Exec("INSERT INTO backups (id, name, requester, consistency, state, started_at, "
+                       "finished_at, policy) VALUES ('b1', 'nightly-1', 'admin', 'crash', "
+                       "'succeeded', 10, 20, 'nightly')"),
+              SQLITE_OK)
+        << raw.last_error();
+    EXPECT_EQ(raw.One("SELECT COUNT(*) FROM sqlite_master WHERE name = 'policies'"), "0");
+  }
+  auto c = OpenFile();
+  ASSERT_TRUE(c);
+  {
+    RawDb raw(path_);
+    EXPECT_THAT(raw.Column("SELECT name FROM schema_migrations ORDER BY version"),
+                ElementsAre("0001_initial.sql", "0002_policies.sql"));
+    EXPECT_EQ(raw.One("SELECT applied_at FROM schema_migrations WHERE version = 1"), "7");
+    EXPECT_EQ(raw.One("SELECT applied_at FROM schema_migrations WHERE version = 2"),
+              std::to_string(clock_.micros.load()));
+  }
+  EXPECT_EQ(c->GetBackup("b1")->policy, "nightly");  // data of version 1 is still there
+  ASSERT_TRUE(c->UpsertPolicy({.name = "nightly", .keep_daily = 7}).ok());
+  EXPECT_EQ(c->GetPolicy("nightly")->keep_daily, 7);
+}
+
+TEST_F(CatalogTest, PoliciesRoundTrip) {
+  auto c = OpenFile();
+  ASSERT_TRUE(c);
+  EXPECT_THAT(Value(c->ListPolicies()), SizeIs(0));
+  const RetentionPolicy nightly{.name = "nightly",
+                                .keep_last = 3,
+                                .keep_hourly = 24,
+                                .keep_daily = 7,
+                                .keep_weekly = 4,
+                                .keep_monthly = 12};
+  const RetentionPolicy hourly{.name = "hourly", .keep_hourly = 48};
+  ASSERT_TRUE(c->UpsertPolicy(nightly).ok());
+  const int64_t created = clock_.micros.load();
+  ASSERT_TRUE(c->UpsertPolicy(hourly).ok());
+  EXPECT_EQ(*c->GetPolicy("nightly"), nightly);
+  EXPECT_THAT(Value(c->ListPolicies()), ElementsAre(hourly, nightly));  // by name
+
+  // Upsert replaces the counts and keeps created_at.
+  clock_.micros += 1000;
+  RetentionPolicy changed = nightly;
+  changed.keep_last = 0;
+  changed.keep_monthly = 24;
+  ASSERT_TRUE(c->UpsertPolicy(changed).ok());
+  EXPECT_EQ(*c->GetPolicy("nightly"), changed);
+  {
+    RawDb raw(path_);
+    EXPECT_EQ(raw.One("SELECT created_at FROM policies WHERE name = 'nightly'"),
+              std::to_string(created));
+    EXPECT_EQ(raw.One("SELECT updated_at FROM policies WHERE name = 'nightly'"),
+              std::to_string(clock_.micros.load()));
+  }
+
+  absl::StatusOr<RetentionPolicy> missing = c->GetPolicy("weekly");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(std::string(missing.status().message()), "retention policy 'weekly' not found");
+
+  absl::Status bad = c->UpsertPolicy({.name = "nightly", .keep_daily = -1});
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(bad.message()),
+            "retention policy 'nightly': keep_daily -1 is out of range (0..100000)");
+  bad = c->UpsertPolicy({.name = "../x", .keep_daily = 1});
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*c->GetPolicy("nightly"), changed);
+
+  // The policy's backups stay when it goes.
+  ASSERT_TRUE(c->CreateBackup(Backup("b1", 10)).ok());
+  ASSERT_TRUE(c->DeletePolicy("daily").code() == absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->UpsertPolicy({.name = "daily", .keep_daily = 1}).ok());
+  ASSERT_TRUE(c->DeletePolicy("daily").ok());
+  EXPECT_EQ(c->GetBackup("b1")->policy, "daily");
+  absl::Status again = c->DeletePolicy("daily");
+  EXPECT_EQ(again.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(std::string(again.message()), "retention policy 'daily' not found");
+  EXPECT_THAT(Value(c->ListPolicies()), ElementsAre(hourly, changed));
+
+  // Survives a reopen.
+  c.reset();
+  c = OpenFile();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c->GetPolicy("hourly"), hourly);
+}
+
 TEST(CatalogEnumsTest, NamesRoundTrip) {
   for (HostState v : {HostState::kReachable, HostState::kUnreachable}) {
     EXPECT_EQ(*ParseHostState(ToString(v)), v);

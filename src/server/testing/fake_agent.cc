@@ -1,5 +1,8 @@
 #include "testing/fake_agent.h"
 
+#include <algorithm>
+#include <set>
+
 #include "graph_proto.h"
 
 namespace strata::server::testing {
@@ -37,14 +40,37 @@ void FakeAgent::SetError(grpc::Status status) {
   error_ = std::move(status);
 }
 
-grpc::Status FakeAgent::Discover(grpc::ServerContext*, const v1::DiscoverRequest*,
+grpc::Status FakeAgent::Discover(grpc::ServerContext*, const v1::DiscoverRequest* request,
                                  v1::DiscoverResponse* response) {
   ++discover_calls_;
   std::lock_guard lock(mu_);
   if (!error_.ok()) return error_;
   response->set_host_id(host_id_);
-  rpc::GraphToProto(graph_, response->mutable_graph());
+  if (request->vms().empty()) {
+    rpc::GraphToProto(graph_, response->mutable_graph());
+  } else {
+    // Like the agent: only the asked VMs (and what they rest on), with the host node.
+    ++partial_discover_calls_;
+    std::set<std::string> wanted(request->vms().begin(), request->vms().end());
+    for (const std::string& uuid : wanted) {
+      if (!graph_.Find("vm:" + uuid)) {
+        return grpc::Status(grpc::StatusCode::NOT_FOUND, "VM '" + uuid + "' not found");
+      }
+    }
+    core::Graph part = graph_;
+    for (core::NodeIndex vm : graph_.NodesOfType(core::NodeType::kVm)) {
+      const std::string id(graph_.Id(vm));
+      if (!wanted.contains(id.substr(3))) {
+        if (std::optional<core::NodeIndex> n = part.Find(id)) core::RemoveWithOrphans(part, *n);
+      }
+    }
+    rpc::GraphToProto(part, response->mutable_graph());
+  }
   for (const FakeVm& vm : vms_) {
+    if (!request->vms().empty() &&
+        std::find(request->vms().begin(), request->vms().end(), vm.uuid) == request->vms().end()) {
+      continue;
+    }
     v1::VmSummary* s = response->add_vms();
     s->set_uuid(vm.uuid);
     s->set_name(vm.name);

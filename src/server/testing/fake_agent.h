@@ -37,6 +37,7 @@ class FakeAgent final : public v1::Discovery::Service, public v1::Agent::Service
   // Every Discover answers this error (code and message) until cleared with OK.
   void SetError(grpc::Status status);
   int discover_calls() const { return discover_calls_.load(); }
+  int partial_discover_calls() const { return partial_discover_calls_.load(); }  // with vms
 
   grpc::Status Discover(grpc::ServerContext*, const v1::DiscoverRequest*,
                         v1::DiscoverResponse* response) override;
@@ -55,6 +56,7 @@ class FakeAgent final : public v1::Discovery::Service, public v1::Agent::Service
   grpc::Status error_ = grpc::Status::OK;
   uint64_t version_ = 0;
   std::atomic<int> discover_calls_{0};
+  std::atomic<int> partial_discover_calls_{0};
 };
 
 // host:<host> -runs-> vm:<uuid> (named `name`, attrs uuid/state/host) -has_disk-> disk -backed_by->

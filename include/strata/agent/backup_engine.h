@@ -1,0 +1,118 @@
+// The agent's backup and restore engines: VM consistency (pause, guest file-system freeze),
+// VM-level snapshots through the hypervisor plug-in, storage snapshots through the storage
+// plug-ins (one per storage volume, serving every disk on it), the manifest written beside every
+// snapshot, and restores from a manifest (in place, as a new VM, single disks).
+//
+// Guarantees (also across a crash of the agent: see RecoverInterrupted):
+//  - A VM this engine paused or froze is resumed or thawed before Run returns, whatever failed
+//    in between (a scope guard releases in reverse order; its own failures are reported).
+//  - A backup's storage snapshots that no succeeded VM uses are deleted before Run returns; so
+//    are VM-level snapshots of failed VMs. What stays is described by the returned manifest and
+//    by the manifest files on the volumes.
+//  - A restore never leaves a half-written disk: each disk is copied (or cloned) to a temporary
+//    name and renamed over the target; a restore as a new VM that fails removes what it made.
+//
+// Threading: Run/Restore/DeleteSnapshot may be called from any thread; one operation runs at a
+// time per engine (others wait), so two backups of the same VM never interleave.
+// Ownership: borrows the HostServices, which must outlive the engine.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "strata/agent/host_services.h"
+#include "strata/backup/manifest.h"
+
+namespace strata::agent {
+
+enum class ConsistencyMode { kCrash, kPause, kQuiesce };
+std::string_view ConsistencyName(ConsistencyMode mode);  // "crash", "pause", "quiesce"
+absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text);
+
+// Failure injection for tests: called with the step name before each step ("pause:<vm>",
+// "freeze:<vm>", "vm-snapshot:<vm>", "storage-snapshot:<volume>", "storage-snapshot-done:<volume>"
+// (after it was taken), "verify:<vm>", "manifest",
+// "copy:<vm>:<disk>", "define:<vm>", "start:<vm>"). A non-OK status fails that step as if the
+// operation had failed.
+using FaultInjector = std::function<absl::Status(const std::string& step)>;
+
+struct BackupParams {
+  std::string backup_id;
+  std::string name;  // validated (backup::ValidateName); names the VM and storage snapshots
+  std::string snapshot_name;     // the storage snapshots' name when not `name`
+  std::vector<std::string> vms;  // names or UUIDs; empty: every VM of the host
+  ConsistencyMode consistency = ConsistencyMode::kCrash;
+  std::optional<ConsistencyMode> fallback;  // allowed when quiesce is impossible
+  bool verify = false;                      // xxh3 checksum of every disk copy
+  std::string requester;
+  std::string policy;
+  // "auto": internal VM snapshots where the hypervisor keeps them (test driver), none otherwise.
+  std::string vm_snapshot = "auto";  // "auto", "internal", "none"
+};
+
+struct BackupStep {
+  std::string vm_uuid;  // empty: a step of the whole backup
+  std::string vm_name;
+  std::string step;
+  std::string message;
+  int percent = 0;
+};
+using ProgressFn = std::function<void(const BackupStep&)>;
+
+struct BackupOutcome {
+  backup::BackupManifest manifest;  // also written beside every kept snapshot
+  core::Graph graph;                // backup -> vm_snapshot / storage_snapshot nodes
+};
+
+struct RestoreParams {
+  std::string restore_id;
+  std::string vm;                  // UUID or name of the backed-up VM in the manifest
+  std::string as_name;             // non-empty: restore as a new VM
+  std::vector<std::string> disks;  // targets; empty = all
+  bool verify = false;             // compare recorded checksums (fails when none recorded)
+  std::optional<bool> start;       // default: in place, as it was; as new, false
+  std::string target_dir;          // as new: where the disks go (default beside the originals)
+};
+
+struct RestoreOutcome {
+  std::string vm_uuid;
+  std::string vm_name;
+  std::vector<std::string> disk_paths;
+  bool verified = false;
+  bool started = false;
+  std::string message;
+};
+
+class BackupEngine {
+ public:
+  explicit BackupEngine(HostServices& host, FaultInjector faults = nullptr);
+
+  // Errors of the whole request: InvalidArgument (bad name, no VMs), NotFound (unknown VM).
+  // Everything else is a per-VM failure inside the manifest (ok=false, error) and the outcome
+  // is still returned; manifest.state is "succeeded", "partial" or "failed".
+  absl::StatusOr<BackupOutcome> Run(const BackupParams& params, const ProgressFn& progress);
+
+  absl::StatusOr<RestoreOutcome> Restore(const backup::BackupManifest& manifest,
+                                         const RestoreParams& params, const ProgressFn& progress);
+
+  // Undoes the backups a previous run of the agent left unfinished (it died half-way): resumes
+  // and thaws the VMs their journals name, removes their VM and storage snapshots and manifests.
+  // Returns one line per journal found. Call once at start, before serving.
+  std::vector<std::string> RecoverInterrupted();
+
+  // Deletes a storage snapshot and its manifest file. NotFound when neither exists.
+  absl::Status DeleteSnapshot(const std::string& volume_id, const std::string& snapshot_id);
+
+ private:
+  HostServices& host_;
+  FaultInjector faults_;
+  std::mutex run_mutex_;
+};
+
+}  // namespace strata::agent

@@ -1,0 +1,761 @@
+#include "strata/agent/backup_engine.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "pugixml.hpp"
+#include "spdlog/spdlog.h"
+#include "strata/core/query.h"
+#include "strata/storage/file_copy.h"
+#include "strata/util/strings.h"
+
+namespace strata::agent {
+namespace {
+
+using hypervisor::DiskDevice;
+using hypervisor::DiskSourceKind;
+using hypervisor::Domain;
+using hypervisor::DomainState;
+using hypervisor::Hypervisor;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Msg(const absl::Status& s) { return std::string(util::ToStd(s.message())); }
+
+constexpr char kJournalDir[] = "backup-journal";
+
+// The guest agent channel libvirt needs for fs-freeze/thaw.
+bool HasGuestAgentChannel(const std::string& xml) {
+  pugi::xml_document doc;
+  if (!doc.load_string(xml.c_str())) return false;
+  for (pugi::xml_node channel : doc.child("domain").child("devices").children("channel")) {
+    if (std::string_view(channel.child("target").attribute("name").value()) ==
+        "org.qemu.guest_agent.0") {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The backup journal: what a running backup has done that must be undone if the agent dies
+// before the backup ends (paused or frozen VMs, snapshots taken). Each entry is written BEFORE
+// the action, so a crash right after it is covered; undoing tolerates actions that never
+// happened. Removed when the backup ends, whatever the outcome (the engine cleans up itself).
+class Journal {
+ public:
+  Journal(const std::string& state_dir, const std::string& backup_id) {
+    if (state_dir.empty()) return;
+    path_ = (std::filesystem::path(state_dir) / kJournalDir / (backup_id + ".json")).string();
+  }
+  ~Journal() { Finish(); }
+
+  absl::Status Begin(const std::string& name) {
+    if (path_.empty()) return absl::OkStatus();
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path_).parent_path(), ec);
+    doc_ = {{"backup", name}, {"started_at_ms", NowMs()}};
+    return Save();
+  }
+  void Add(const char* list, nlohmann::json entry) {
+    if (path_.empty()) return;
+    doc_[list].push_back(std::move(entry));
+    if (absl::Status s = Save(); !s.ok()) spdlog::error("{}", Msg(s));
+  }
+  void Finish() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+    path_.clear();
+  }
+
+ private:
+  absl::Status Save() {
+    const std::string tmp = path_ + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << doc_.dump();
+      out.flush();
+      if (!out) {
+        return absl::FailedPreconditionError(
+            util::Cat("cannot write the backup journal '", tmp, "'"));
+      }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path_, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          util::Cat("cannot write the backup journal '", path_, "': ", ec.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string path_;
+  nlohmann::json doc_;
+};
+
+struct DiskPlan {
+  std::string target;
+  std::string source_path;
+  std::string format;
+  std::vector<std::string> chain;  // backing files, top to bottom
+  HostServices::FileVolume volume;
+  std::vector<HostServices::FileVolume> chain_volumes;  // where each backing file lives
+};
+
+struct VmWork {
+  Domain domain;
+  backup::ManifestVm vm;
+  std::vector<DiskPlan> disks;
+  bool failed = false;
+  bool paused_by_us = false;
+  bool frozen_by_us = false;
+
+  void Fail(std::string error) {
+    if (!failed) {
+      failed = true;
+      vm.ok = false;
+      vm.error = std::move(error);
+    }
+  }
+};
+
+struct VolumeWork {
+  HostServices::FileVolume volume;
+  std::set<std::string> files;
+  std::set<size_t> vms;  // indexes into the work list
+  std::optional<plugin::SnapshotInfo> snapshot;
+};
+
+}  // namespace
+
+std::string_view ConsistencyName(ConsistencyMode mode) {
+  switch (mode) {
+    case ConsistencyMode::kCrash:
+      return "crash";
+    case ConsistencyMode::kPause:
+      return "pause";
+    case ConsistencyMode::kQuiesce:
+      return "quiesce";
+  }
+  return "crash";
+}
+
+absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text) {
+  if (text == "crash") return ConsistencyMode::kCrash;
+  if (text == "pause") return ConsistencyMode::kPause;
+  if (text == "quiesce") return ConsistencyMode::kQuiesce;
+  return absl::InvalidArgumentError(util::Cat("unknown consistency mode '", std::string(text),
+                                              "' (expected crash, pause or quiesce)"));
+}
+
+BackupEngine::BackupEngine(HostServices& host, FaultInjector faults)
+    : host_(host), faults_(std::move(faults)) {}
+
+absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
+                                                const ProgressFn& progress) {
+  if (absl::Status s = backup::ValidateName("backup name", params.name); !s.ok()) return s;
+  if (params.backup_id.empty()) return absl::InvalidArgumentError("backup id is empty");
+  const std::string snapshot_name =
+      params.snapshot_name.empty() ? params.name : params.snapshot_name;
+  if (absl::Status s = backup::ValidateName("snapshot name", snapshot_name); !s.ok()) return s;
+  if (params.fallback == ConsistencyMode::kQuiesce) {
+    return absl::InvalidArgumentError("quiesce cannot be a fallback (fallback: pause or crash)");
+  }
+  if (params.vm_snapshot != "auto" && params.vm_snapshot != "internal" &&
+      params.vm_snapshot != "none") {
+    return absl::InvalidArgumentError(util::Cat("unknown VM snapshot mode '", params.vm_snapshot,
+                                                "' (expected auto, internal or none)"));
+  }
+  std::lock_guard run_lock(run_mutex_);
+  const std::string host_id = host_.config().host_id;
+  auto fault = [&](const std::string& step) { return faults_ ? faults_(step) : absl::OkStatus(); };
+  auto report = [&](const VmWork* work, std::string step, std::string message, int percent) {
+    if (!progress) return;
+    BackupStep s;
+    if (work) {
+      s.vm_uuid = work->domain.uuid;
+      s.vm_name = work->domain.name;
+    }
+    s.step = std::move(step);
+    s.message = std::move(message);
+    s.percent = percent;
+    progress(s);
+  };
+
+  backup::BackupManifest manifest;
+  manifest.backup_id = params.backup_id;
+  manifest.name = params.name;
+  manifest.requester = params.requester;
+  manifest.policy = params.policy;
+  manifest.consistency_requested = std::string(ConsistencyName(params.consistency));
+  if (params.fallback) manifest.fallback = std::string(ConsistencyName(*params.fallback));
+  manifest.started_at_ms = NowMs();
+
+  // ---- prepare: the VMs, their saved configuration, their disks and the volumes holding them
+  std::vector<Domain> domains;
+  if (absl::Status s = host_.WithHypervisor([&](Hypervisor& h) -> absl::Status {
+        hypervisor::ListOptions options;
+        options.only = params.vms;
+        absl::StatusOr<std::vector<Domain>> listed = h.ListDomains(options);
+        if (!listed.ok()) return listed.status();
+        domains = *std::move(listed);
+        return absl::OkStatus();
+      });
+      !s.ok()) {
+    return s;
+  }
+  if (domains.empty()) {
+    return absl::InvalidArgumentError(util::Cat("no VMs to back up on host '", host_id, "'"));
+  }
+  std::vector<VmWork> work(domains.size());
+  for (size_t i = 0; i < domains.size(); ++i) {
+    VmWork& w = work[i];
+    w.domain = std::move(domains[i]);
+    w.vm.uuid = w.domain.uuid;
+    w.vm.name = w.domain.name;
+    w.vm.host = host_id;
+    w.vm.state_before = std::string(hypervisor::DomainStateName(w.domain.state));
+    w.vm.ok = true;
+    report(&w, "prepare", "reading configuration and disks", 2);
+    if (!w.domain.parse_error.empty()) {
+      w.Fail(util::Cat("VM '", w.vm.name, "': ", w.domain.parse_error));
+      continue;
+    }
+    absl::Status s = host_.WithHypervisor([&](Hypervisor& h) -> absl::Status {
+      absl::StatusOr<std::string> xml = h.GetSavedXml(w.domain.uuid);
+      if (!xml.ok()) return xml.status();
+      w.vm.saved_xml = *std::move(xml);
+      return absl::OkStatus();
+    });
+    if (!s.ok()) {
+      w.Fail(util::Cat("cannot read the saved configuration of VM '", w.vm.name, "': ", Msg(s)));
+      continue;
+    }
+    for (const hypervisor::Disk& disk : w.domain.disks) {
+      if (disk.device == DiskDevice::kCdrom || disk.device == DiskDevice::kFloppy) continue;
+      const bool file_backed = (disk.source.kind == DiskSourceKind::kFile ||
+                                disk.source.kind == DiskSourceKind::kVolume) &&
+                               !disk.source.path.empty() && disk.device != DiskDevice::kLun;
+      if (!file_backed) {
+        std::string what(hypervisor::DiskSourceKindName(disk.source.kind));
+        if (disk.source.kind == DiskSourceKind::kNetwork) {
+          what = util::Cat(disk.source.protocol, " '", disk.source.name, "'");
+        } else if (!disk.source.path.empty()) {
+          what = util::Cat(what, " '", disk.source.path, "'");
+        }
+        w.Fail(util::Cat("disk '", disk.target, "' of VM '", w.vm.name, "' is a ", what, " disk (",
+                         hypervisor::DiskDeviceName(disk.device),
+                         "): no storage plug-in on this host can snapshot it"));
+        break;
+      }
+      DiskPlan plan;
+      plan.target = disk.target;
+      plan.source_path = disk.source.path;
+      plan.format = disk.source.format;
+      for (const hypervisor::DiskSource& below : disk.backing_chain) {
+        if (!below.path.empty() && below.kind == DiskSourceKind::kFile) {
+          plan.chain.push_back(below.path);
+        }
+      }
+      w.disks.push_back(std::move(plan));
+    }
+    if (w.failed) continue;
+    if (w.disks.empty()) {
+      w.Fail(util::Cat("VM '", w.vm.name, "' has no disk to back up"));
+      continue;
+    }
+  }
+  // Which volume holds each file: one resolver pass for every VM's disks and backing files.
+  std::vector<std::string> paths;
+  for (const VmWork& w : work) {
+    if (w.failed) continue;
+    for (const DiskPlan& d : w.disks) {
+      paths.push_back(d.source_path);
+      paths.insert(paths.end(), d.chain.begin(), d.chain.end());
+    }
+  }
+  std::vector<std::optional<HostServices::FileVolume>> claims = host_.ClaimFiles(paths);
+  size_t k = 0;
+  for (VmWork& w : work) {
+    if (w.failed) continue;
+    for (DiskPlan& d : w.disks) {
+      const std::optional<HostServices::FileVolume>& top = claims[k++];
+      if (!top) {
+        w.Fail(util::Cat("disk '", d.target, "' of VM '", w.vm.name, "': '", d.source_path,
+                         "' is on no configured storage volume (configure its directory under "
+                         "[[storage.dir]] or [[storage.btrfs]] in the agent's configuration)"));
+      } else {
+        d.volume = *top;
+      }
+      for (const std::string& base : d.chain) {
+        const std::optional<HostServices::FileVolume>& below = claims[k++];
+        if (below) {
+          d.chain_volumes.push_back(*below);
+        } else {
+          w.Fail(util::Cat("disk '", d.target, "' of VM '", w.vm.name, "': backing file '", base,
+                           "' is on no configured storage volume, so the backup could not be "
+                           "restored without it"));
+        }
+      }
+    }
+  }
+
+  // ---- from here on, what is done is journaled (declared before the release guard, so the
+  // journal goes only after the VMs were released)
+  Journal journal(host_.config().state_dir, params.backup_id);
+  if (absl::Status s = journal.Begin(params.name); !s.ok()) return s;
+
+  // ---- consistency: every VM reaches it before any snapshot is taken
+  const auto apply_mode = [&](VmWork& w, ConsistencyMode mode) -> absl::Status {
+    if (mode == ConsistencyMode::kCrash) return absl::OkStatus();
+    if (mode == ConsistencyMode::kPause) {
+      if (w.domain.state == DomainState::kPaused) return absl::OkStatus();  // already
+      if (absl::Status s = fault("pause:" + w.vm.name); !s.ok()) return s;
+      report(&w, "pause", "suspending", 10);
+      journal.Add("paused", w.domain.uuid);
+      absl::Status s =
+          host_.WithHypervisor([&](Hypervisor& h) { return h.Suspend(w.domain.uuid); });
+      if (s.ok()) w.paused_by_us = true;
+      return s;
+    }
+    if (!HasGuestAgentChannel(w.vm.saved_xml) && !HasGuestAgentChannel(w.domain.xml)) {
+      return absl::FailedPreconditionError(util::Cat(
+          "VM '", w.vm.name,
+          "' has no guest agent channel (org.qemu.guest_agent.0): cannot quiesce its file "
+          "systems"));
+    }
+    if (w.domain.state != DomainState::kRunning) {
+      return absl::FailedPreconditionError(
+          util::Cat("VM '", w.vm.name, "' is ", w.vm.state_before, ": cannot quiesce it"));
+    }
+    if (absl::Status s = fault("freeze:" + w.vm.name); !s.ok()) return s;
+    report(&w, "freeze", "freezing guest file systems", 10);
+    journal.Add("frozen", w.domain.uuid);
+    absl::Status s =
+        host_.WithHypervisor([&](Hypervisor& h) { return h.FreezeFilesystems(w.domain.uuid); });
+    if (s.ok()) w.frozen_by_us = true;
+    return s;
+  };
+  bool released = false;
+  const auto release = [&]() {
+    if (released) return;
+    released = true;
+    for (auto it = work.rbegin(); it != work.rend(); ++it) {
+      VmWork& w = *it;
+      if (w.frozen_by_us) {
+        report(&w, "thaw", "thawing guest file systems", 75);
+        absl::Status s =
+            host_.WithHypervisor([&](Hypervisor& h) { return h.ThawFilesystems(w.domain.uuid); });
+        if (s.ok()) {
+          w.frozen_by_us = false;
+        } else {
+          spdlog::error("backup {}: thaw of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
+          w.failed = false;  // make the note below stick even after an earlier failure
+          w.Fail(util::Cat(w.vm.error.empty() ? "" : w.vm.error + "; ", "file systems of VM '",
+                           w.vm.name, "' could not be thawed: ", Msg(s)));
+        }
+      }
+      if (w.paused_by_us) {
+        report(&w, "resume", "resuming", 75);
+        absl::Status s =
+            host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(w.domain.uuid); });
+        if (s.ok()) {
+          w.paused_by_us = false;
+        } else {
+          spdlog::error("backup {}: resume of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
+          w.failed = false;
+          w.Fail(util::Cat(w.vm.error.empty() ? "" : w.vm.error + "; ", "VM '", w.vm.name,
+                           "' could not be resumed: ", Msg(s)));
+        }
+      }
+    }
+  };
+  struct ReleaseGuard {
+    const std::function<void()> fn;
+    ~ReleaseGuard() { fn(); }
+  } guard{release};
+
+  for (VmWork& w : work) {
+    if (w.failed) continue;
+    absl::Status s = apply_mode(w, params.consistency);
+    ConsistencyMode achieved = params.consistency;
+    if (!s.ok() && params.consistency == ConsistencyMode::kQuiesce && params.fallback) {
+      spdlog::warn("backup {}: {}; falling back to {}", params.name, Msg(s),
+                   ConsistencyName(*params.fallback));
+      report(&w, "fallback",
+             util::Cat(Msg(s), "; falling back to ", ConsistencyName(*params.fallback)), 10);
+      achieved = *params.fallback;
+      s = apply_mode(w, achieved);
+    }
+    if (!s.ok()) {
+      w.Fail(util::Cat("cannot bring VM '", w.vm.name, "' to ", ConsistencyName(params.consistency),
+                       " consistency: ", Msg(s)));
+      continue;
+    }
+    w.vm.consistency_achieved = std::string(ConsistencyName(achieved));
+  }
+
+  // ---- VM-level snapshots
+  for (VmWork& w : work) {
+    if (w.failed) continue;
+    const bool internal =
+        params.vm_snapshot == "internal" ||
+        (params.vm_snapshot == "auto" && util::ToLower(w.domain.hypervisor_type) == "test");
+    if (!internal) continue;
+    report(&w, "vm-snapshot", util::Cat("VM snapshot '", params.name, "'"), 25);
+    absl::Status s = fault("vm-snapshot:" + w.vm.name);
+    journal.Add("vm_snapshots", {{"vm", w.domain.uuid}, {"name", params.name}});
+    if (s.ok()) {
+      s = host_.WithHypervisor([&](Hypervisor& h) -> absl::Status {
+        hypervisor::VmSnapshotRequest request;
+        request.name = params.name;
+        request.description = util::Cat("strata backup ", params.backup_id);
+        absl::StatusOr<hypervisor::VmSnapshot> made = h.CreateVmSnapshot(w.domain.uuid, request);
+        if (!made.ok()) return made.status();
+        w.vm.vm_snapshot = made->name;
+        w.vm.vm_snapshot_kind = made->external ? "external" : "internal";
+        return absl::OkStatus();
+      });
+    }
+    if (!s.ok()) w.Fail(util::Cat("VM snapshot of '", w.vm.name, "' failed: ", Msg(s)));
+  }
+
+  // ---- storage snapshots: one per volume, serving every disk on it
+  std::map<std::string, VolumeWork> volumes;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].failed) continue;
+    for (const DiskPlan& d : work[i].disks) {
+      VolumeWork& v = volumes[d.volume.volume.volume_id];
+      v.volume = d.volume;
+      v.files.insert(d.source_path);
+      v.vms.insert(i);
+    }
+    // Backing files: into the snapshot of whichever volume holds each.
+    for (const DiskPlan& d : work[i].disks) {
+      for (size_t k = 0; k < d.chain.size(); ++k) {
+        VolumeWork& v = volumes[d.chain_volumes[k].volume.volume_id];
+        if (v.volume.plugin == nullptr) v.volume = d.chain_volumes[k];
+        v.files.insert(d.chain[k]);
+        v.vms.insert(i);
+      }
+    }
+  }
+  int done_volumes = 0;
+  for (auto& [volume_id, v] : volumes) {
+    const int percent = 30 + 40 * done_volumes++ / std::max<int>(1, volumes.size());
+    report(nullptr, "storage-snapshot",
+           util::Cat("snapshot '", snapshot_name, "' of volume '", v.volume.volume.volume_name,
+                     "' (", v.files.size(), " files)"),
+           percent);
+    absl::Status s = fault("storage-snapshot:" + v.volume.volume.volume_name);
+    journal.Add(
+        "storage_snapshots",
+        {{"volume", volume_id}, {"snapshot", snapshot_name}, {"root", v.volume.volume.root}});
+    if (s.ok()) {
+      plugin::SnapshotRequest request;
+      request.volume_id = volume_id;
+      request.name = snapshot_name;
+      request.files.assign(v.files.begin(), v.files.end());
+      absl::StatusOr<plugin::SnapshotInfo> made = v.volume.plugin->CreateSnapshot(request);
+      if (made.ok()) {
+        v.snapshot = *std::move(made);
+        s = fault("storage-snapshot-done:" + v.volume.volume.volume_name);
+      } else {
+        s = made.status();
+      }
+    }
+    if (!s.ok()) {
+      for (size_t i : v.vms) {
+        work[i].Fail(util::Cat("storage snapshot of volume '", v.volume.volume.volume_name,
+                               "' failed: ", Msg(s)));
+      }
+    }
+  }
+
+  // ---- release the VMs as soon as the snapshots exist
+  release();
+
+  // ---- record each disk's copy; verify
+  for (VmWork& w : work) {
+    if (w.failed) continue;
+    for (const DiskPlan& d : w.disks) {
+      const VolumeWork& v = volumes.at(d.volume.volume.volume_id);
+      backup::ManifestDisk disk;
+      disk.target = d.target;
+      disk.source_path = d.source_path;
+      disk.format = d.format;
+      disk.storage_volume = v.volume.volume.volume_id;
+      disk.volume_name = v.volume.volume.volume_name;
+      disk.snapshot_id = v.snapshot->snapshot_id;
+      for (const plugin::SnapshotFile& f : v.snapshot->files) {
+        if (f.source_path == d.source_path) {
+          disk.path_in_snapshot = f.path_in_snapshot;
+          disk.size_bytes = f.size_bytes;
+        }
+      }
+      if (disk.path_in_snapshot.empty()) {
+        w.Fail(util::Cat("storage snapshot of volume '", disk.volume_name, "' does not hold '",
+                         d.source_path, "'"));
+        break;
+      }
+      disk.snapshot_path =
+          (std::filesystem::path(v.snapshot->path) / disk.path_in_snapshot).string();
+      if (params.verify) {
+        report(&w, "verify", util::Cat("checksum of disk '", d.target, "'"), 80);
+        absl::Status s = fault("verify:" + w.vm.name);
+        absl::StatusOr<std::string> sum =
+            s.ok() ? storage::HashFile(disk.snapshot_path) : absl::StatusOr<std::string>(s);
+        if (!sum.ok()) {
+          w.Fail(util::Cat("checksum of disk '", d.target, "' of VM '", w.vm.name,
+                           "' failed: ", Msg(sum.status())));
+          break;
+        }
+        disk.checksum = *sum;
+      }
+      w.vm.disks.push_back(std::move(disk));
+    }
+  }
+
+  // ---- roll back what no succeeded VM uses
+  const auto rollback_vm_snapshot = [&](VmWork& w) {
+    if (w.vm.vm_snapshot.empty()) return;
+    absl::Status s = host_.WithHypervisor(
+        [&](Hypervisor& h) { return h.DeleteVmSnapshot(w.domain.uuid, w.vm.vm_snapshot, false); });
+    if (!s.ok()) {
+      spdlog::warn("backup {}: removing VM snapshot '{}' of '{}' failed: {}", params.name,
+                   w.vm.vm_snapshot, w.vm.name, Msg(s));
+    }
+    w.vm.vm_snapshot.clear();
+    w.vm.vm_snapshot_kind.clear();
+  };
+  const auto rollback_volume = [&](VolumeWork& v) {
+    if (!v.snapshot) return;
+    absl::Status s =
+        v.volume.plugin->DeleteSnapshot(v.volume.volume.volume_id, v.snapshot->snapshot_id);
+    if (!s.ok()) {
+      spdlog::warn("backup {}: removing snapshot '{}' of volume '{}' failed: {}", params.name,
+                   v.snapshot->snapshot_id, v.volume.volume.volume_name, Msg(s));
+    }
+    v.snapshot.reset();
+  };
+  for (VmWork& w : work) {
+    if (w.failed) rollback_vm_snapshot(w);
+  }
+  for (auto& [id, v] : volumes) {
+    const bool used =
+        std::any_of(v.vms.begin(), v.vms.end(), [&](size_t i) { return !work[i].failed; });
+    if (!used) rollback_volume(v);
+  }
+
+  // ---- the manifest, beside every kept snapshot
+  const auto finish = [&]() {
+    manifest.vms.clear();
+    manifest.snapshots.clear();
+    size_t ok = 0;
+    for (const VmWork& w : work) {
+      manifest.vms.push_back(w.vm);
+      if (!w.failed) ++ok;
+    }
+    for (const auto& [id, v] : volumes) {
+      if (!v.snapshot) continue;
+      backup::ManifestSnapshot snap;
+      snap.snapshot_id = v.snapshot->snapshot_id;
+      snap.storage_volume = id;
+      snap.volume_name = v.volume.volume.volume_name;
+      snap.volume_root = v.volume.volume.root;
+      snap.plugin = v.volume.plugin->Name();
+      snap.host = host_id;
+      snap.path = v.snapshot->path;
+      snap.method = v.snapshot->method;
+      snap.created_at_ms = NowMs();
+      manifest.snapshots.push_back(std::move(snap));
+    }
+    manifest.state = ok == work.size() ? "succeeded" : ok == 0 ? "failed" : "partial";
+    manifest.finished_at_ms = NowMs();
+  };
+  finish();
+
+  core::Graph graph;
+  const auto build_graph = [&]() -> absl::Status {
+    graph = core::Graph();
+    absl::StatusOr<core::NodeIndex> root = graph.UpsertNode(
+        core::NodeType::kBackup, util::Cat("backup:", params.backup_id), params.name,
+        {{"consistency", manifest.consistency_requested}, {"state", manifest.state}});
+    if (!root.ok()) return root.status();
+    for (const backup::ManifestVm& vm : manifest.vms) {
+      if (!vm.ok) continue;
+      absl::StatusOr<core::NodeIndex> vm_node =
+          graph.UpsertNode(core::NodeType::kVm, util::Cat("vm:", vm.uuid), vm.name, {});
+      if (!vm_node.ok()) return vm_node.status();
+      absl::StatusOr<core::NodeIndex> snap = graph.UpsertNode(
+          core::NodeType::kVmSnapshot, util::Cat("vmsnap:", vm.uuid, ":", params.backup_id),
+          vm.vm_snapshot.empty() ? params.name : vm.vm_snapshot,
+          {{"consistency", vm.consistency_achieved},
+           {"kind", vm.vm_snapshot_kind.empty() ? "none" : vm.vm_snapshot_kind},
+           {"host", vm.host}});
+      if (!snap.ok()) return snap.status();
+      graph.AddEdge(*root, *snap, core::EdgeType::kContains);
+      graph.AddEdge(*snap, *vm_node, core::EdgeType::kSnapshotOf);
+    }
+    for (const backup::ManifestSnapshot& s : manifest.snapshots) {
+      absl::StatusOr<core::NodeIndex> volume =
+          graph.UpsertNode(core::NodeType::kStorageVolume, s.storage_volume, s.volume_name, {});
+      if (!volume.ok()) return volume.status();
+      absl::StatusOr<core::NodeIndex> snap =
+          graph.UpsertNode(core::NodeType::kStorageSnapshot,
+                           util::Cat("ssnap:", s.storage_volume, "@", s.snapshot_id), s.snapshot_id,
+                           {{"path", s.path}, {"method", s.method}, {"host", s.host}});
+      if (!snap.ok()) return snap.status();
+      graph.AddEdge(*root, *snap, core::EdgeType::kContains);
+      graph.AddEdge(*snap, *volume, core::EdgeType::kSnapshotOf);
+    }
+    manifest.graph = core::ToJson(graph, core::WholeGraph(graph));
+    return absl::OkStatus();
+  };
+  if (absl::Status s = build_graph(); !s.ok()) return s;
+
+  report(nullptr, "manifest", util::Cat(manifest.snapshots.size(), " manifest files"), 95);
+  absl::Status written = fault("manifest");
+  for (const backup::ManifestSnapshot& s : manifest.snapshots) {
+    if (!written.ok()) break;
+    written =
+        backup::WriteManifestFile((std::filesystem::path(s.volume_root) / plugin::kSnapshotDirName /
+                                   (s.snapshot_id + backup::kManifestSuffix))
+                                      .string(),
+                                  manifest);
+  }
+  if (!written.ok()) {
+    // Without its manifests the backup could not be rebuilt from storage: roll it all back.
+    for (VmWork& w : work) {
+      w.Fail(util::Cat("writing the backup manifest failed: ", Msg(written)));
+      rollback_vm_snapshot(w);
+    }
+    for (auto& [id, v] : volumes) {
+      std::error_code ec;
+      std::filesystem::remove(std::filesystem::path(v.volume.volume.root) /
+                                  plugin::kSnapshotDirName /
+                                  (snapshot_name + backup::kManifestSuffix),
+                              ec);
+      rollback_volume(v);
+    }
+    finish();
+    if (absl::Status s = build_graph(); !s.ok()) return s;
+  }
+  for (const VmWork& w : work) {
+    report(&w, w.failed ? "failed" : "done", w.failed ? w.vm.error : w.vm.consistency_achieved,
+           100);
+  }
+  spdlog::info("backup '{}' ({}) on host '{}': {} ({} VMs, {} storage snapshots)", params.name,
+               params.backup_id, host_id, manifest.state, manifest.vms.size(),
+               manifest.snapshots.size());
+  BackupOutcome outcome;
+  outcome.manifest = std::move(manifest);
+  outcome.graph = std::move(graph);
+  return outcome;
+}
+
+std::vector<std::string> BackupEngine::RecoverInterrupted() {
+  std::lock_guard run_lock(run_mutex_);
+  std::vector<std::string> report;
+  const std::string& state_dir = host_.config().state_dir;
+  if (state_dir.empty()) return report;
+  const std::filesystem::path dir = std::filesystem::path(state_dir) / kJournalDir;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return report;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+    const std::string id = entry.path().stem().string();
+    if (doc.is_discarded() || !doc.is_object()) {
+      report.push_back(
+          util::Cat("backup journal '", entry.path().string(), "' is unreadable; left in place"));
+      continue;
+    }
+    const std::string name = doc.value("backup", id);
+    int resumed = 0, thawed = 0, vm_snaps = 0, snaps = 0;
+    std::vector<std::string> problems;
+    auto list = [&](const char* key) {
+      return doc.contains(key) && doc[key].is_array() ? doc[key] : nlohmann::json::array();
+    };
+    for (const nlohmann::json& uuid : list("frozen")) {
+      absl::Status s = host_.WithHypervisor(
+          [&](Hypervisor& h) { return h.ThawFilesystems(uuid.get<std::string>()); });
+      if (s.ok()) ++thawed;
+    }
+    for (const nlohmann::json& uuid : list("paused")) {
+      const std::string vm = uuid.get<std::string>();
+      absl::Status s = host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(vm); });
+      if (s.ok()) {
+        ++resumed;
+      } else if (!absl::IsFailedPrecondition(s) && !absl::IsNotFound(s)) {
+        problems.push_back(util::Cat("resume of VM ", vm, ": ", Msg(s)));
+      }
+    }
+    for (const nlohmann::json& snap : list("vm_snapshots")) {
+      absl::Status s = host_.WithHypervisor([&](Hypervisor& h) {
+        return h.DeleteVmSnapshot(snap.value("vm", ""), snap.value("name", ""), false);
+      });
+      if (s.ok()) ++vm_snaps;
+    }
+    for (const nlohmann::json& snap : list("storage_snapshots")) {
+      const std::string volume_id = snap.value("volume", "");
+      const std::string snapshot = snap.value("snapshot", "");
+      absl::StatusOr<HostServices::FileVolume> volume = host_.FindVolume(volume_id);
+      if (!volume.ok()) {
+        problems.push_back(Msg(volume.status()));
+        continue;
+      }
+      absl::Status s = volume->plugin->DeleteSnapshot(volume_id, snapshot);
+      std::filesystem::remove(std::filesystem::path(volume->volume.root) /
+                                  plugin::kSnapshotDirName / (snapshot + backup::kManifestSuffix),
+                              ec);
+      if (s.ok()) {
+        ++snaps;
+      } else if (!absl::IsNotFound(s)) {
+        problems.push_back(util::Cat("snapshot '", snapshot, "': ", Msg(s)));
+      }
+    }
+    std::string line = util::Cat("interrupted backup '", name, "' (", id, "): resumed ", resumed,
+                                 " VMs, thawed ", thawed, ", removed ", vm_snaps,
+                                 " VM snapshots and ", snaps, " storage snapshots");
+    if (problems.empty()) {
+      std::filesystem::remove(entry.path(), ec);
+    } else {
+      line = util::Cat(line, "; journal kept, could not undo: ", util::Join(problems, "; "));
+    }
+    spdlog::warn("{}", line);
+    report.push_back(std::move(line));
+  }
+  return report;
+}
+
+absl::Status BackupEngine::DeleteSnapshot(const std::string& volume_id,
+                                          const std::string& snapshot_id) {
+  if (absl::Status s = backup::ValidateName("snapshot name", snapshot_id); !s.ok()) return s;
+  std::lock_guard run_lock(run_mutex_);
+  absl::StatusOr<HostServices::FileVolume> volume = host_.FindVolume(volume_id);
+  if (!volume.ok()) return volume.status();
+  absl::Status data = volume->plugin->DeleteSnapshot(volume_id, snapshot_id);
+  std::error_code ec;
+  const bool had_manifest = std::filesystem::remove(std::filesystem::path(volume->volume.root) /
+                                                        plugin::kSnapshotDirName /
+                                                        (snapshot_id + backup::kManifestSuffix),
+                                                    ec);
+  if (absl::IsNotFound(data) && had_manifest) return absl::OkStatus();
+  return data;
+}
+
+}  // namespace strata::agent
