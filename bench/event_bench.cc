@@ -276,6 +276,8 @@ srv::EventKind ServerKind(ChangeKind kind) {
       return srv::EventKind::kAdded;
     case ChangeKind::kRemoved:
       return srv::EventKind::kRemoved;
+    case ChangeKind::kCluster:
+      return srv::EventKind::kCluster;
     case ChangeKind::kModified:
       break;
   }

@@ -18,13 +18,18 @@
 
 namespace strata::agent {
 
+class ClusterCoordinator;  // src/agent/cluster/coordinator.h
+
 class AgentServer {
  public:
   // Listens on `listen` ("HOST:PORT"; port 0 picks a free port). Error when it cannot bind:
   // Unavailable "cannot listen on '127.0.0.1:7071': address in use or not available".
   // Sets services.set_endpoint() to the address it actually listens on.
+  // `cluster` (may be null: not in a cluster) answers Discover requests that name the cluster;
+  // borrowed, it must outlive the server.
   static absl::StatusOr<std::unique_ptr<AgentServer>> Start(HostServices& services,
-                                                            const std::string& listen);
+                                                            const std::string& listen,
+                                                            ClusterCoordinator* cluster = nullptr);
   ~AgentServer();  // shuts down
   AgentServer(const AgentServer&) = delete;
   AgentServer& operator=(const AgentServer&) = delete;

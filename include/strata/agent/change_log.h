@@ -8,6 +8,9 @@
 // call becomes one notification to stratad. Sequences are monotonic and never reused within
 // one agent process. The log keeps the newest `capacity` entries.
 //
+// Besides VM changes the log carries cluster events (kind kCluster, vm_uuid empty), appended by
+// the cluster coordinator: they reach stratad through the same notifications.
+//
 // Threading: every method may be called from any thread (one internal mutex).
 #pragma once
 
@@ -25,16 +28,17 @@
 
 namespace strata::agent {
 
-enum class ChangeKind { kAdded, kRemoved, kModified };
-std::string_view ChangeKindName(ChangeKind kind);  // "added", "removed", "modified"
+enum class ChangeKind { kAdded, kRemoved, kModified, kCluster };
+// "added", "removed", "modified", "cluster"
+std::string_view ChangeKindName(ChangeKind kind);
 
 struct VmChange {
   uint64_t sequence = 0;
   std::string vm_uuid;
-  std::string vm_name;
+  std::string vm_name;  // kCluster: the event, e.g. "member-unreachable:host-b"
   ChangeKind kind = ChangeKind::kAdded;
   int64_t time_unix_ms = 0;
-  std::string source;  // "discovery", "reconcile"
+  std::string source;  // "discovery", "reconcile", "cluster"
 };
 
 // What the log compares between two discoveries.
@@ -59,6 +63,10 @@ class ChangeLog {
   std::vector<VmChange> ObserveSome(const std::vector<std::string>& scope,
                                     const std::vector<VmObservation>& present,
                                     const std::string& source);
+
+  // Appends one cluster event (kind kCluster, vm_uuid empty, `event` in vm_name) and wakes
+  // waiters. It does not touch the reported view of VMs.
+  VmChange AppendClusterEvent(const std::string& event, const std::string& source = "cluster");
 
   // Entries with a sequence greater than `sequence`, oldest first.
   std::vector<VmChange> Since(uint64_t sequence) const;

@@ -10,6 +10,9 @@
 //   reconcile_interval = 30.0               # seconds between reconciliation discoveries; 0 = off
 //   event_window_ms = 1000                  # event coalescing window; 0 = no event manager
 //   log_level = "info"                      # trace, debug, info, warn, error, off
+//   cluster_members = ["host-a=10.0.0.1:7071", "host-b=10.0.0.2:7071"]  # static membership
+//   cluster_interval_ms = 1000              # members' health checked this often
+//   cluster_timeout_ms = 1000               # deadline of one health check
 //   [[storage.dir]]                         # directory-backed storage volumes (dir plug-in)
 //   name = "gold"
 //   path = "/srv/volumes/gold"
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "strata/agent/cluster.h"
 #include "strata/plugin/storage.h"
 
 namespace strata::agent {
@@ -37,6 +41,11 @@ struct AgentConfig {
   std::vector<plugin::StorageVolumeConfig> dir_volumes;    // [[storage.dir]]
   std::vector<plugin::StorageVolumeConfig> btrfs_volumes;  // [[storage.btrfs]]
   std::string cluster;
+  // Static cluster membership (this host may be listed too). With `cluster` set and members
+  // listed, the agent runs the cluster coordinator.
+  std::vector<ClusterMember> cluster_members;
+  int64_t cluster_interval_ms = 1000;
+  int64_t cluster_timeout_ms = 1000;
   std::string listen = kDefaultListen;
   std::string server = kDefaultServer;  // empty: standalone, no registration
   std::string plugin_dir;               // empty: PluginHost::DefaultPluginDirectory()

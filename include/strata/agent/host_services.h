@@ -61,6 +61,11 @@ struct DiscoverResult {
   std::vector<VmChange> changes;  // change-log entries this discovery produced
 };
 
+// The filters of `params` (select, to_type, upward, max_depth) applied to a graph: the whole
+// graph when none is set. Used for a host's and for a cluster's graph.
+absl::StatusOr<core::Subgraph> ApplyDiscoverFilters(const core::Graph& graph,
+                                                    const DiscoverParams& params);
+
 class HostServices : public HostView {
  public:
   // `system`: where the resolver reads /proc, /sys, /dev (default: the live machine).

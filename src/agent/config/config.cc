@@ -127,6 +127,38 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
     }
     config.event_window_ms = *value;
   }
+  for (auto [key, target] :
+       {std::pair<std::string_view, int64_t*>{"cluster_interval_ms", &config.cluster_interval_ms},
+        {"cluster_timeout_ms", &config.cluster_timeout_ms}}) {
+    const toml::node* node = root.get(key);
+    if (node == nullptr) continue;
+    std::optional<int64_t> value = node->value_exact<int64_t>();
+    if (!value.has_value() || *value < 1 || *value > 3600000) {
+      return ConfigError(
+          origin, node->source(),
+          util::Cat("'", key, "' must be a whole number of milliseconds (1 to 3600000)"));
+    }
+    *target = *value;
+  }
+  if (const toml::node* node = root.get("cluster_members"); node != nullptr) {
+    const toml::array* entries = node->as_array();
+    if (entries == nullptr) {
+      return ConfigError(origin, node->source(),
+                         "'cluster_members' must be an array of \"HOST_ID=HOST:PORT\" strings");
+    }
+    for (const toml::node& entry : *entries) {
+      const auto* text = entry.as_string();
+      if (text == nullptr) {
+        return ConfigError(origin, entry.source(),
+                           "'cluster_members' must be an array of \"HOST_ID=HOST:PORT\" strings");
+      }
+      absl::StatusOr<ClusterMember> member = ParseClusterMember(text->get());
+      if (!member.ok()) {
+        return ConfigError(origin, entry.source(), std::string(member.status().message()));
+      }
+      config.cluster_members.push_back(*std::move(member));
+    }
+  }
   for (auto [key, value] :
        {std::pair<std::string_view, const std::string*>{"listen", &config.listen},
         {"server", &config.server}}) {
@@ -174,6 +206,18 @@ std::string RenderAgentConfig(const AgentConfig& config) {
   if (config.event_window_ms != 1000) root.insert("event_window_ms", config.event_window_ms);
   if (config.log_level != "info") root.insert("log_level", config.log_level);
   if (config.state_dir != kDefaultStateDir) root.insert("state_dir", config.state_dir);
+  if (!config.cluster_members.empty()) {
+    toml::array members;
+    for (const ClusterMember& member : config.cluster_members) {
+      members.push_back(ClusterMemberText(member));
+    }
+    root.insert("cluster_members", std::move(members));
+  }
+  if (config.cluster_interval_ms != 1000) {
+    root.insert("cluster_interval_ms", config.cluster_interval_ms);
+  }
+  if (config.cluster_timeout_ms != 1000)
+    root.insert("cluster_timeout_ms", config.cluster_timeout_ms);
   toml::table storage;
   for (auto [kind, volumes] :
        {std::pair<std::string_view, const std::vector<plugin::StorageVolumeConfig>*>{

@@ -186,6 +186,43 @@ TEST(AgentConfigTest, BadBtrfsVolumesNameTheTable) {
   }
 }
 
+TEST(AgentConfigTest, ClusterMembersParseAndRoundTrip) {
+  absl::StatusOr<AgentConfig> config = ParseAgentConfig(R"(
+cluster = "prod"
+cluster_members = ["host-a=127.0.0.1:7101", "host-b = 10.0.0.2:7071"]
+cluster_interval_ms = 250
+cluster_timeout_ms = 500
+)",
+                                                        "c.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->cluster_members, (std::vector<ClusterMember>{{"host-a", "127.0.0.1:7101"},
+                                                                 {"host-b", "10.0.0.2:7071"}}));
+  EXPECT_EQ(config->cluster_interval_ms, 250);
+  EXPECT_EQ(config->cluster_timeout_ms, 500);
+  absl::StatusOr<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*config), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->cluster_members, config->cluster_members);
+  EXPECT_EQ(again->cluster_interval_ms, 250);
+  EXPECT_EQ(again->cluster_timeout_ms, 500);
+  absl::StatusOr<AgentConfig> defaults = ParseAgentConfig("", "d.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->cluster_members.empty());
+  EXPECT_EQ(defaults->cluster_interval_ms, 1000);
+  EXPECT_EQ(defaults->cluster_timeout_ms, 1000);
+}
+
+TEST(AgentConfigTest, BadClusterMembersNameTheEntry) {
+  EXPECT_EQ(ParseAgentConfig("cluster_members = [\"host-b\"]\n", "c.toml").status().message(),
+            "config 'c.toml': line 1: cluster member 'host-b' must look like "
+            "HOST_ID=HOST:PORT, e.g. host-b=10.0.0.2:7071");
+  EXPECT_EQ(ParseAgentConfig("cluster_members = \"host-b=h:1\"\n", "c.toml").status().message(),
+            "config 'c.toml': line 1: 'cluster_members' must be an array of "
+            "\"HOST_ID=HOST:PORT\" strings");
+  EXPECT_EQ(ParseAgentConfig("cluster_interval_ms = 0\n", "c.toml").status().message(),
+            "config 'c.toml': line 1: 'cluster_interval_ms' must be a whole number of "
+            "milliseconds (1 to 3600000)");
+}
+
 TEST(AgentConfigTest, MissingFileIsNotFound) {
   absl::StatusOr<AgentConfig> config = LoadAgentConfig("/nonexistent/strata.toml");
   ASSERT_FALSE(config.ok());

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 
+#include "cluster/coordinator.h"
 #include "strata/agent/agent_server.h"
 #include "strata/agent/event_manager.h"
 
@@ -14,6 +15,7 @@ namespace strata::agent {
 struct Agent::Impl {
   PluginHost plugins;
   std::unique_ptr<HostServices> services;
+  std::unique_ptr<ClusterCoordinator> cluster;  // config.cluster and cluster_members set
   std::unique_ptr<AgentServer> server;
   std::unique_ptr<RegistrationClient> registration;
   std::unique_ptr<EventManager> events;  // event_window_ms > 0
@@ -60,11 +62,26 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                  p.descriptor.name, p.descriptor.version, p.file);
   }
   impl->services = std::make_unique<HostServices>(impl->plugins, config, std::move(options.system));
+  if (!config.cluster.empty() && !config.cluster_members.empty()) {
+    ClusterCoordinatorOptions cluster;
+    cluster.cluster = config.cluster;
+    cluster.self_host_id = config.host_id;
+    cluster.interval = std::chrono::milliseconds(config.cluster_interval_ms);
+    cluster.health_timeout = std::chrono::milliseconds(config.cluster_timeout_ms);
+    impl->cluster = std::make_unique<ClusterCoordinator>(
+        std::make_unique<StaticMembership>(config.cluster_members), impl->services->change_log(),
+        cluster);
+  }
   absl::StatusOr<std::unique_ptr<AgentServer>> server =
-      AgentServer::Start(*impl->services, config.listen);
+      AgentServer::Start(*impl->services, config.listen, impl->cluster.get());
   if (!server.ok()) return server.status();
   impl->server = *std::move(server);
   spdlog::info("serving gRPC on {} as host '{}'", impl->server->endpoint(), config.host_id);
+  if (impl->cluster) {
+    impl->cluster->Start();
+    spdlog::info("cluster '{}': static membership of {} member(s), checked every {} ms",
+                 config.cluster, config.cluster_members.size(), config.cluster_interval_ms);
+  }
   auto interval =
       std::chrono::milliseconds(static_cast<int64_t>(config.reconcile_interval_s * 1000));
   if (config.reconcile_interval_s > 0 && interval.count() < 1) {
@@ -119,6 +136,7 @@ void Agent::Stop() {
     impl_->stop_cv.notify_all();
     if (impl_->reconciler.joinable()) impl_->reconciler.join();
     if (impl_->events) impl_->events->Stop();
+    if (impl_->cluster) impl_->cluster->Stop();
     impl_->server->Shutdown();
     impl_->services->change_log().Close();
   });

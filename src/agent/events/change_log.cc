@@ -12,6 +12,8 @@ std::string_view ChangeKindName(ChangeKind kind) {
       return "removed";
     case ChangeKind::kModified:
       return "modified";
+    case ChangeKind::kCluster:
+      return "cluster";
   }
   return "unknown";
 }
@@ -104,6 +106,19 @@ std::vector<VmChange> ChangeLog::ObserveSome(const std::vector<std::string>& sco
   }
   if (!added.empty()) changed_.notify_all();
   return added;
+}
+
+VmChange ChangeLog::AppendClusterEvent(const std::string& event, const std::string& source) {
+  const int64_t now = clock_();
+  VmChange change;
+  {
+    std::lock_guard lock(mutex_);
+    change = VmChange{++last_sequence_, "", event, ChangeKind::kCluster, now, source};
+    entries_.push_back(change);
+    if (entries_.size() > capacity_) entries_.pop_front();
+  }
+  changed_.notify_all();
+  return change;
 }
 
 std::vector<VmChange> ChangeLog::Since(uint64_t sequence) const {

@@ -75,3 +75,26 @@ TEST(ChangeLogTest, WaitForNewerWakesOnChangeAndOnClose) {
 
 }  // namespace
 }  // namespace strata::agent
+
+namespace strata::agent {
+namespace {
+
+TEST(ChangeLogClusterTest, ClusterEventsShareTheSequenceAndLeaveTheVmViewAlone) {
+  ChangeLog log([] { return int64_t{42}; });
+  log.Observe({{"u1", "web01", "running", "d1"}}, "discovery");
+  VmChange event = log.AppendClusterEvent("member-unreachable:host-b");
+  EXPECT_EQ(event.sequence, 2u);
+  EXPECT_EQ(event.kind, ChangeKind::kCluster);
+  EXPECT_EQ(event.vm_uuid, "");
+  EXPECT_EQ(event.vm_name, "member-unreachable:host-b");
+  EXPECT_EQ(event.source, "cluster");
+  EXPECT_EQ(event.time_unix_ms, 42);
+  EXPECT_EQ(ChangeKindName(event.kind), "cluster");
+  // The next observation of the same VMs reports nothing: the VM view was not touched.
+  EXPECT_TRUE(log.Observe({{"u1", "web01", "running", "d1"}}, "discovery").empty());
+  ASSERT_EQ(log.Since(1).size(), 1u);
+  EXPECT_EQ(log.Since(1)[0].vm_name, "member-unreachable:host-b");
+}
+
+}  // namespace
+}  // namespace strata::agent

@@ -15,6 +15,8 @@ std::optional<ChangeKind> Coalesce(ChangeKind pending, ChangeKind next) {
     case ChangeKind::kModified:
       if (next == ChangeKind::kRemoved) return ChangeKind::kRemoved;
       return ChangeKind::kModified;
+    case ChangeKind::kCluster:  // never queued per VM
+      return next;
   }
   return next;
 }

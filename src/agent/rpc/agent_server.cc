@@ -7,6 +7,7 @@
 
 #include "backup_service.h"
 #include "change_set_proto.h"
+#include "cluster/coordinator.h"
 #include "graph_proto.h"
 #include "status_grpc.h"
 #include "strata/util/strings.h"
@@ -53,14 +54,12 @@ class AgentImpl final : public v1::Agent::Service {
 
 class DiscoveryImpl final : public v1::Discovery::Service {
  public:
-  explicit DiscoveryImpl(HostServices& services) : services_(services) {}
+  DiscoveryImpl(HostServices& services, ClusterCoordinator* cluster)
+      : services_(services), cluster_(cluster) {}
 
   grpc::Status Discover(grpc::ServerContext*, const v1::DiscoverRequest* request,
                         v1::DiscoverResponse* out) override {
-    if (!request->cluster().empty()) {
-      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "cluster discovery is not available yet in this version of strata-agent");
-    }
+    if (!request->cluster().empty()) return DiscoverCluster(*request, out);
     DiscoverParams params;
     params.vms.assign(request->vms().begin(), request->vms().end());
     params.select = request->select();
@@ -83,7 +82,49 @@ class DiscoveryImpl final : public v1::Discovery::Service {
   }
 
  private:
+  // The cluster's graph: every reachable member's graph merged, then the request's filters.
+  grpc::Status DiscoverCluster(const v1::DiscoverRequest& request, v1::DiscoverResponse* out) {
+    const std::string& own = services_.config().cluster;
+    if (cluster_ == nullptr || own != request.cluster()) {
+      const std::string message =
+          own.empty() ? util::Cat("host '", services_.config().host_id,
+                                  "' is not a member of cluster '", request.cluster(), "'")
+          : cluster_ == nullptr
+              ? util::Cat("host '", services_.config().host_id, "' of cluster '", own,
+                          "' has no cluster members configured (cluster_members)")
+              : util::Cat("host '", services_.config().host_id, "' is a member of cluster '", own,
+                          "', not of cluster '", request.cluster(), "'");
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, message);
+    }
+    if (!request.vms().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "cluster discovery takes filters (select), not a list of VMs");
+    }
+    absl::StatusOr<ClusterView> view = cluster_->Discover();
+    if (!view.ok()) return rpc::ToGrpcStatus(view.status());
+    DiscoverParams params;
+    params.select = request.select();
+    params.to_type = request.to_type();
+    params.upward = request.upward();
+    params.max_depth = request.max_depth();
+    absl::StatusOr<core::Subgraph> selected = ApplyDiscoverFilters(view->graph, params);
+    if (!selected.ok()) return rpc::ToGrpcStatus(selected.status());
+    out->set_host_id(services_.config().host_id);
+    rpc::GraphToProto(view->graph, *selected, out->mutable_graph());
+    for (const VmSummary& vm : view->vms) {
+      v1::VmSummary* summary = out->add_vms();
+      summary->set_uuid(vm.uuid);
+      summary->set_name(vm.name);
+      summary->set_state(vm.state);
+      summary->set_persistent(vm.persistent);
+    }
+    for (const std::string& member : view->unreachable) out->add_unreachable_members(member);
+    out->set_version(services_.version());
+    return grpc::Status::OK;
+  }
+
   HostServices& services_;
+  ClusterCoordinator* cluster_;
 };
 
 class EventsImpl final : public v1::Events::Service {
@@ -121,9 +162,9 @@ bool IsWildcardHost(std::string_view host) {
 }  // namespace
 
 struct AgentServer::Impl {
-  explicit Impl(HostServices& services)
+  Impl(HostServices& services, ClusterCoordinator* cluster)
       : agent(services),
-        discovery(services),
+        discovery(services, cluster),
         events(services, stopping),
         engine(services, FaultsFromEnvironment()),
         backup(engine),
@@ -146,9 +187,10 @@ AgentServer::AgentServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 AgentServer::~AgentServer() { Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(HostServices& services,
-                                                                const std::string& listen) {
+                                                                const std::string& listen,
+                                                                ClusterCoordinator* cluster) {
   if (absl::Status status = CheckHostPort(listen, "listen"); !status.ok()) return status;
-  auto impl = std::make_unique<Impl>(services);
+  auto impl = std::make_unique<Impl>(services, cluster);
   // Before serving: VMs a crashed run left paused are resumed, its partial snapshots removed.
   impl->engine.RecoverInterrupted();
   grpc::ServerBuilder builder;

@@ -32,6 +32,9 @@ inline void FillChangeSet(const std::string& host_id, const std::vector<VmChange
       case ChangeKind::kModified:
         out->set_kind(v1::CHANGE_KIND_MODIFIED);
         break;
+      case ChangeKind::kCluster:
+        out->set_kind(v1::CHANGE_KIND_CLUSTER);
+        break;
     }
     out->set_time_unix_ms(change.time_unix_ms);
     out->set_source(change.source);

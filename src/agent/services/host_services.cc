@@ -23,7 +23,10 @@ std::string AttrOr(const core::Graph& graph, core::NodeIndex node, std::string_v
   return value ? std::string(*value) : std::string();
 }
 
-absl::StatusOr<core::Subgraph> ApplyFilters(const core::Graph& graph, const DiscoverParams& p) {
+}  // namespace
+
+absl::StatusOr<core::Subgraph> ApplyDiscoverFilters(const core::Graph& graph,
+                                                    const DiscoverParams& p) {
   if (p.select.empty() && p.to_type.empty() && !p.upward && p.max_depth == 0) {
     return core::WholeGraph(graph);
   }
@@ -44,6 +47,8 @@ absl::StatusOr<core::Subgraph> ApplyFilters(const core::Graph& graph, const Disc
   query.max_depth = p.max_depth == 0 ? -1 : p.max_depth;
   return core::RunQuery(graph, query);
 }
+
+namespace {
 
 // One observation per VM node of a discovered graph (and its summary).
 std::vector<VmObservation> Observations(const core::Graph& graph,
@@ -236,7 +241,7 @@ absl::StatusOr<DiscoverResult> HostServices::Discover(const DiscoverParams& para
   result.version = ++version_;
   std::vector<VmObservation> observed = Observations(result.graph, &result.vms);
   if (params.vms.empty()) result.changes = change_log_.Observe(observed, params.source);
-  absl::StatusOr<core::Subgraph> selected = ApplyFilters(result.graph, params);
+  absl::StatusOr<core::Subgraph> selected = ApplyDiscoverFilters(result.graph, params);
   if (!selected.ok()) return selected.status();
   result.selected = *std::move(selected);
   return result;

@@ -1,0 +1,53 @@
+// What a cluster plug-in supplies to the agent's cluster coordinator: the cluster's members
+// (host id and the gRPC endpoint of its strata-agent). VM ownership is not part of it: the
+// coordinator learns it from the members' agents (Discovery), so that it follows the VM.
+//
+// `StaticMembership` takes the members from the agent config (`cluster_members`). A Pacemaker
+// membership (nodes from `crm_mon --output-as=xml`, endpoints from a port convention or node
+// attributes) implements the same interface; callers only see `ClusterMembership`. The interface
+// is free of gRPC and of the agent's internals so that it can move behind a dlopen plug-in.
+//
+// Threading: Members() may be called from any thread (the coordinator's and gRPC handlers').
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace strata::agent {
+
+struct ClusterMember {
+  std::string host_id;
+  std::string endpoint;  // "HOST:PORT" of the member's strata-agent
+  friend bool operator==(const ClusterMember&, const ClusterMember&) = default;
+};
+
+// Parses "host-b=127.0.0.1:7102" (the `cluster_members` config form). InvalidArgument naming
+// the entry when it is not "HOST_ID=HOST:PORT".
+absl::StatusOr<ClusterMember> ParseClusterMember(std::string_view text);
+std::string ClusterMemberText(const ClusterMember& member);  // the inverse
+
+class ClusterMembership {
+ public:
+  virtual ~ClusterMembership() = default;
+  // "static", "pacemaker", ... (for logs and GetAgentInfo).
+  virtual std::string_view name() const = 0;
+  // Every member of the cluster (this host included when it is one). Unavailable when the
+  // membership cannot be read now (e.g. crm_mon failed); the coordinator keeps its last view.
+  virtual absl::StatusOr<std::vector<ClusterMember>> Members() = 0;
+};
+
+// Members from the agent config; they never change while the agent runs.
+class StaticMembership final : public ClusterMembership {
+ public:
+  explicit StaticMembership(std::vector<ClusterMember> members) : members_(std::move(members)) {}
+  std::string_view name() const override { return "static"; }
+  absl::StatusOr<std::vector<ClusterMember>> Members() override { return members_; }
+
+ private:
+  const std::vector<ClusterMember> members_;
+};
+
+}  // namespace strata::agent

@@ -1,0 +1,262 @@
+// A cluster of real processes: stratad and three strata-agent processes on the sample site
+// (host-a/b/c share the storage volumes gold and silver), configured as cluster "prod" with
+// static membership, each listing all three. Cluster discovery asked of one member answers the
+// whole cluster's graph; a killed member shows up as unreachable and as a cluster event on the
+// server.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "strata/agent/config.h"
+#include "strata/util/child_process.h"
+#include "strata/util/process.h"
+#include "strata/v1/agent.grpc.pb.h"
+#include "stratad_process.h"
+
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using strata::util::ChildProcess;
+using strata::util::ChildProcessOptions;
+using Clock = std::chrono::steady_clock;
+namespace v1 = strata::v1;
+
+constexpr milliseconds kStartTimeout{20000};
+const std::vector<std::string> kHosts = {"host-a", "host-b", "host-c"};
+
+bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  return condition();
+}
+
+// A port free now (bound to 0, read back, released): the members must know each other's
+// endpoints before they start.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    work_ = std::filesystem::temp_directory_path() /
+            ("strata-cluster-" + std::to_string(getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(work_);
+    std::filesystem::create_directories(work_);
+    auto site =
+        strata::util::RunProcess({STRATA_AGENT_BIN, "sample-site", (work_ / "site").string()});
+    ASSERT_TRUE(site.ok() && site->exit_code == 0)
+        << (site.ok() ? site->output : site.status().ToString());
+    auto server = strata::testing::StartStratad(STRATAD_BIN, work_, 0, 200, 1000, kStartTimeout);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server->process);
+    http_port_ = server->http_port;
+    std::vector<strata::agent::ClusterMember> members;
+    for (const std::string& host : kHosts) {
+      endpoints_[host] = "127.0.0.1:" + std::to_string(FreePort());
+      members.push_back({host, endpoints_[host]});
+    }
+    for (const std::string& host : kHosts) {
+      const std::string file = (work_ / "site" / "agents" / (host + ".toml")).string();
+      auto config = strata::agent::LoadAgentConfig(file);
+      ASSERT_TRUE(config.ok()) << config.status();
+      config->cluster = "prod";
+      config->cluster_members = members;
+      config->cluster_interval_ms = 200;
+      config->cluster_timeout_ms = 500;
+      config->listen = endpoints_[host];
+      config->server = "127.0.0.1:" + std::to_string(server->grpc_port);
+      std::ofstream(file) << strata::agent::RenderAgentConfig(*config);
+      // The rendered file reads back the same.
+      auto again = strata::agent::LoadAgentConfig(file);
+      ASSERT_TRUE(again.ok()) << again.status();
+      ASSERT_EQ(again->cluster_members, members);
+      ASSERT_EQ(again->cluster_interval_ms, 200);
+      ChildProcessOptions options;
+      options.log_path = (work_ / ("agent-" + host + ".log")).string();
+      auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
+      ASSERT_TRUE(agent.ok()) << agent.status();
+      auto groups = (*agent)->WaitForLine(
+          R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
+      ASSERT_TRUE(groups.ok()) << groups.status();
+      ASSERT_EQ((*groups)[1], endpoints_[host]);
+      agents_[host] = *std::move(agent);
+    }
+    // Members started before the others saw them unreachable; wait until every member sees
+    // every other one up (a cluster discovery then leaves nobody out).
+    for (const std::string& host : kHosts) {
+      v1::DiscoverResponse response;
+      const bool settled = WaitUntil(
+          [&] {
+            response.Clear();
+            return DiscoverCluster(host, &response).ok() &&
+                   response.unreachable_members_size() == 0;
+          },
+          milliseconds(15000));
+      ASSERT_TRUE(settled) << host << ": " << response.DebugString().substr(0, 2000);
+    }
+  }
+
+  void TearDown() override {
+    agents_.clear();
+    server_.reset();
+    if (!HasFailure()) {
+      std::filesystem::remove_all(work_);
+    } else {
+      std::printf("logs kept in %s\n", work_.c_str());
+    }
+  }
+
+  grpc::Status DiscoverCluster(const std::string& host, v1::DiscoverResponse* out,
+                               const std::string& select = "") {
+    auto stub = strata::v1::Discovery::NewStub(
+        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    strata::v1::DiscoverRequest request;
+    request.set_cluster("prod");
+    request.set_select(select);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub->Discover(&context, request, out);
+  }
+
+  json Events() {
+    httplib::Client client("127.0.0.1", http_port_);
+    auto result = client.Get("/api/v1/events");
+    if (!result || result->status != 200) return json::object();
+    return json::parse(result->body, nullptr, false);
+  }
+
+  std::filesystem::path work_;
+  std::unique_ptr<ChildProcess> server_;
+  int http_port_ = 0;
+  std::map<std::string, std::string> endpoints_;
+  std::map<std::string, std::unique_ptr<ChildProcess>> agents_;
+};
+
+std::vector<const v1::GraphNode*> NodesOfType(const v1::DiscoverResponse& r,
+                                              const std::string& type) {
+  std::vector<const v1::GraphNode*> out;
+  for (const v1::GraphNode& node : r.graph().nodes()) {
+    if (node.type() == type) out.push_back(&node);
+  }
+  return out;
+}
+
+TEST_F(ClusterTest, DiscoveryFromAnyMemberAnswersTheWholeClusterWithSharedStorageMerged) {
+  std::map<std::string, int> vms_per_host;
+  for (const std::string& host : kHosts) {
+    v1::DiscoverResponse single;
+    auto stub = v1::Discovery::NewStub(
+        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    v1::DiscoverRequest request;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Discover(&context, request, &single).ok());
+    vms_per_host[host] = single.vms_size();
+  }
+  const int total = vms_per_host["host-a"] + vms_per_host["host-b"] + vms_per_host["host-c"];
+  for (const std::string& asked : {std::string("host-a"), std::string("host-c")}) {
+    v1::DiscoverResponse response;
+    grpc::Status status = DiscoverCluster(asked, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.unreachable_members_size(), 0);
+    EXPECT_EQ(response.vms_size(), total);
+    EXPECT_EQ(NodesOfType(response, "vm").size(), static_cast<size_t>(total));
+    EXPECT_EQ(NodesOfType(response, "host").size(), 3u);
+    ASSERT_EQ(NodesOfType(response, "cluster").size(), 1u);
+    EXPECT_EQ(NodesOfType(response, "cluster")[0]->id(), "cluster:prod");
+    int has_member = 0;
+    for (const v1::GraphEdge& edge : response.graph().edges()) {
+      if (edge.type() == "has_member" && edge.from() == "cluster:prod") ++has_member;
+    }
+    EXPECT_EQ(has_member, 3);
+    std::map<std::string, int> volumes;
+    for (const v1::GraphNode* node : NodesOfType(response, "storage_volume")) {
+      ++volumes[node->name()];
+    }
+    EXPECT_EQ(volumes["gold"], 1);
+    EXPECT_EQ(volumes["silver"], 1);
+  }
+  // Filters apply to the cluster's graph.
+  v1::DiscoverResponse filtered;
+  ASSERT_TRUE(DiscoverCluster("host-b", &filtered, "type=storage_volume name=gold").ok());
+  EXPECT_EQ(NodesOfType(filtered, "vm").size(), 0u);
+  EXPECT_EQ(NodesOfType(filtered, "host").size(), 0u);
+  int gold = 0;
+  for (const v1::GraphNode* node : NodesOfType(filtered, "storage_volume")) {
+    if (node->name() == "gold") ++gold;
+  }
+  EXPECT_EQ(gold, 1);
+}
+
+TEST_F(ClusterTest, KilledMemberIsUnreachableAndAClusterEventReachesTheServer) {
+  v1::DiscoverResponse before;
+  ASSERT_TRUE(DiscoverCluster("host-a", &before).ok());
+  const int vms_of_c = [&] {
+    int n = 0;
+    for (const v1::GraphEdge& edge : before.graph().edges()) {
+      if (edge.from() == "host:host-c" && edge.type() == "runs") ++n;
+    }
+    return n;
+  }();
+  ASSERT_GT(vms_of_c, 0);
+  ASSERT_TRUE(agents_["host-c"]->Kill(SIGKILL).ok());
+  v1::DiscoverResponse after;
+  ASSERT_TRUE(DiscoverCluster("host-a", &after).ok());
+  ASSERT_EQ(after.unreachable_members_size(), 1) << after.DebugString().substr(0, 2000);
+  EXPECT_EQ(after.unreachable_members(0).rfind("host-c: ", 0), 0u) << after.unreachable_members(0);
+  EXPECT_EQ(after.vms_size(), before.vms_size() - vms_of_c);
+  EXPECT_EQ(NodesOfType(after, "host").size(), 2u);
+
+  // host-a and host-b both see host-c go, and tell stratad.
+  json events;
+  std::set<std::string> reporters;
+  const bool seen = WaitUntil(
+      [&] {
+        events = Events();
+        reporters.clear();
+        if (!events.is_object() || !events["events"].is_array()) return false;
+        for (const json& e : events["events"]) {
+          if (e.value("kind", "") == "cluster" && e["detail"].is_object() &&
+              e["detail"].value("vm_name", "") == "member-unreachable:host-c" &&
+              e["detail"].value("source", "") == "cluster") {
+            reporters.insert(e.value("host", ""));
+          }
+        }
+        return reporters.size() == 2;
+      },
+      milliseconds(15000));
+  EXPECT_TRUE(seen) << events.dump(1);
+}
+
+}  // namespace
