@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -260,3 +261,84 @@ TEST_F(ClusterTest, KilledMemberIsUnreachableAndAClusterEventReachesTheServer) {
 }
 
 }  // namespace
+
+namespace {
+
+// A backup asked of one member's agent directly (as stratad will), read to its result.
+struct BackupAnswer {
+  grpc::Status status;
+  std::map<std::string, std::pair<bool, std::string>> vms;  // name -> (ok, error)
+  std::set<std::string> hosts;                              // of the VMs that succeeded
+  std::set<std::string> snapshots;
+};
+
+BackupAnswer RunBackup(const std::string& endpoint, const std::vector<std::string>& vms,
+                       const std::string& name, bool forwarded) {
+  auto stub =
+      v1::Backup::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::BackupRequest request;
+  request.set_backup_id("id-" + name);
+  request.set_name(name);
+  for (const std::string& vm : vms) request.add_vms(vm);
+  request.set_consistency(v1::CONSISTENCY_CRASH);
+  request.set_forwarded(forwarded);
+  auto reader = stub->RunBackup(&context, request);
+  v1::BackupEvent event;
+  BackupAnswer answer;
+  while (reader->Read(&event)) {
+    if (!event.has_result()) continue;
+    for (const v1::BackupVmResult& r : event.result().results()) {
+      answer.vms[r.vm_name()] = {r.ok(), r.error()};
+      if (r.ok()) answer.hosts.insert(r.host_id());
+    }
+    json manifest = json::parse(event.result().manifest_json(), nullptr, false);
+    if (manifest.is_object()) {
+      for (const json& s : manifest.value("snapshots", json::array())) {
+        answer.snapshots.insert(s.value("snapshot_id", ""));
+      }
+    }
+  }
+  answer.status = reader->Finish();
+  return answer;
+}
+
+}  // namespace
+
+TEST_F(ClusterTest, ABackupAskedOfOneMemberReachesEveryOwnerAndComesBackAsOneAnswer) {
+  BackupAnswer answer =
+      RunBackup(endpoints_["host-a"], {"web01", "web03", "report01"}, "cb", false);
+  ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+  for (const char* vm : {"web01", "web03", "report01"}) {
+    EXPECT_TRUE(answer.vms[vm].first) << vm << ": " << answer.vms[vm].second;
+  }
+  EXPECT_EQ(answer.hosts, (std::set<std::string>{"host-a", "host-b", "host-c"}));
+  EXPECT_TRUE(answer.snapshots.contains("cb.host-a"));
+  EXPECT_TRUE(answer.snapshots.contains("cb.host-b"));
+}
+
+TEST_F(ClusterTest, AForwardedRequestIsNeverForwardedAgain) {
+  BackupAnswer answer = RunBackup(endpoints_["host-a"], {"web01", "web03"}, "loop", true);
+  ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+  EXPECT_TRUE(answer.vms["web01"].first) << answer.vms["web01"].second;
+  EXPECT_FALSE(answer.vms["web03"].first);
+  EXPECT_EQ(answer.vms["web03"].second,
+            "VM 'web03' is not on host 'host-a'; a forwarded request is never forwarded again");
+}
+
+TEST_F(ClusterTest, AVmWhoseOwnerIsUnreachableFailsAndTheOthersComplete) {
+  ASSERT_TRUE(agents_["host-c"]->Kill(SIGKILL).ok());
+  BackupAnswer answer;
+  // Once host-a's coordinator has seen host-c go (one health round).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        answer = RunBackup(endpoints_["host-a"], {"web01", "report01"},
+                           "u" + std::to_string(std::rand() % 100000), false);
+        return answer.status.ok() && !answer.vms["report01"].first &&
+               answer.vms["report01"].second.find("host-c") != std::string::npos;
+      },
+      milliseconds(15000)))
+      << answer.status.error_message() << " report01: " << answer.vms["report01"].second;
+  EXPECT_TRUE(answer.vms["web01"].first) << answer.vms["web01"].second;
+}

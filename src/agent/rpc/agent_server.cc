@@ -167,7 +167,7 @@ struct AgentServer::Impl {
         discovery(services, cluster),
         events(services, stopping),
         engine(services, FaultsFromEnvironment()),
-        backup(engine),
+        backup(engine, services, cluster),
         restore(engine) {}
   std::atomic<bool> stopping{false};
   AgentImpl agent;

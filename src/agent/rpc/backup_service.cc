@@ -5,9 +5,13 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
 
+#include "cluster/coordinator.h"
 #include "graph_proto.h"
 #include "status_grpc.h"
+#include "strata/core/query.h"
 #include "strata/util/strings.h"
 
 namespace strata::agent {
@@ -62,13 +66,68 @@ FaultInjector FaultsFromEnvironment() {
   };
 }
 
+bool BackupService::IsLocal(const std::string& vm) {
+  absl::Status s = host_.WithHypervisor([&](hypervisor::Hypervisor& h) {
+    hypervisor::ListOptions options;
+    options.only = {vm};
+    return h.ListDomains(options).status();
+  });
+  return s.ok();
+}
+
 grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
                                       const v1::BackupRequest* request,
                                       grpc::ServerWriter<v1::BackupEvent>* writer) {
+  if (!request->forwarded() && cluster_ != nullptr) {
+    bool any_elsewhere = !request->cluster().empty();
+    for (const std::string& vm : request->vms()) {
+      if (!any_elsewhere && !IsLocal(vm)) any_elsewhere = true;
+    }
+    if (any_elsewhere) return RunForCluster(context, *request, writer);
+  }
+  // The loop guard: a forwarded request is answered here, for the VMs that are here.
+  std::vector<backup::ManifestVm> elsewhere;
+  std::vector<std::string> local;
+  if (request->forwarded()) {
+    for (const std::string& vm : request->vms()) {
+      if (IsLocal(vm)) {
+        local.push_back(vm);
+        continue;
+      }
+      backup::ManifestVm failed;
+      failed.uuid = vm;
+      failed.name = vm;
+      failed.host = host_.config().host_id;
+      failed.error = util::Cat("VM '", vm, "' is not on host '", host_.config().host_id,
+                               "'; a forwarded request is never forwarded again");
+      elsewhere.push_back(std::move(failed));
+    }
+    if (local.empty() && !elsewhere.empty()) {
+      backup::BackupManifest manifest;
+      manifest.backup_id = request->backup_id();
+      manifest.name = request->name();
+      manifest.state = "failed";
+      manifest.vms = std::move(elsewhere);
+      v1::BackupEvent event;
+      v1::BackupResponse* result = event.mutable_result();
+      result->set_backup_id(manifest.backup_id);
+      for (const backup::ManifestVm& vm : manifest.vms) {
+        v1::BackupVmResult* r = result->add_results();
+        r->set_vm_uuid(vm.uuid);
+        r->set_vm_name(vm.name);
+        r->set_error(vm.error);
+        r->set_host_id(vm.host);
+      }
+      result->set_manifest_json(backup::ToJson(manifest).dump());
+      writer->Write(event);
+      return grpc::Status::OK;
+    }
+  }
   BackupParams params;
   params.backup_id = request->backup_id();
   params.name = request->name();
   params.vms.assign(request->vms().begin(), request->vms().end());
+  if (request->forwarded()) params.vms = local;
   std::optional<ConsistencyMode> mode = FromProto(request->consistency());
   if (!mode) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -99,6 +158,10 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
     if (!writer->Write(event)) client_gone = true;
   });
   if (!outcome.ok()) return rpc::ToGrpcStatus(outcome.status());
+  if (!elsewhere.empty()) {
+    for (backup::ManifestVm& vm : elsewhere) outcome->manifest.vms.push_back(std::move(vm));
+    outcome->manifest.state = outcome->manifest.state == "failed" ? "failed" : "partial";
+  }
   v1::BackupEvent event;
   v1::BackupResponse* result = event.mutable_result();
   result->set_backup_id(outcome->manifest.backup_id);
@@ -113,6 +176,138 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
   }
   rpc::GraphToProto(outcome->graph, result->mutable_graph());
   result->set_manifest_json(backup::ToJson(outcome->manifest).dump());
+  writer->Write(event);
+  return grpc::Status::OK;
+}
+
+grpc::Status BackupService::RunForCluster(grpc::ServerContext* context,
+                                          const v1::BackupRequest& request,
+                                          grpc::ServerWriter<v1::BackupEvent>* writer) {
+  const auto started = NowMs();
+  std::vector<std::string> vms(request.vms().begin(), request.vms().end());
+  if (vms.empty()) {
+    absl::StatusOr<ClusterView> view = cluster_->Discover();
+    if (!view.ok()) return rpc::ToGrpcStatus(view.status());
+    for (const VmSummary& vm : view->vms) vms.push_back(vm.uuid);
+  }
+  // Owners; a VM without a reachable owner fails here with the reason.
+  struct Group {
+    std::string endpoint;
+    std::vector<std::string> vms;
+  };
+  std::map<std::string, Group> groups;
+  std::vector<backup::ManifestVm> failures;
+  for (const std::string& vm : vms) {
+    absl::StatusOr<VmOwner> owner = cluster_->Owner(vm);
+    std::string error;
+    if (!owner.ok()) {
+      error = util::Cat("cannot find the owner of VM '", vm, "': ", owner.status().message());
+    } else if (!owner->reachable) {
+      error = util::Cat("owner ", owner->member.host_id, " of VM '", vm,
+                        "' is unreachable: ", owner->error);
+    }
+    if (!error.empty()) {
+      backup::ManifestVm failed;
+      failed.uuid = owner.ok() ? owner->vm.uuid : vm;
+      failed.name = owner.ok() ? owner->vm.name : vm;
+      failed.host = owner.ok() ? owner->member.host_id : "";
+      failed.error = std::move(error);
+      failures.push_back(std::move(failed));
+      continue;
+    }
+    Group& group = groups[owner->member.host_id];
+    group.endpoint = owner->member.endpoint;
+    group.vms.push_back(owner->vm.uuid);
+  }
+  // One forwarded sub-request per owner, in parallel; progress passes through.
+  std::mutex mu;
+  std::vector<backup::BackupManifest> manifests;
+  core::Graph graph;
+  std::vector<std::thread> threads;
+  for (const auto& [host_id, group] : groups) {
+    threads.emplace_back([&, host_id = host_id, group = group] {
+      v1::BackupRequest sub = request;
+      sub.set_forwarded(true);
+      sub.clear_cluster();
+      sub.clear_vms();
+      for (const std::string& vm : group.vms) sub.add_vms(vm);
+      const std::string base =
+          request.snapshot_name().empty() ? request.name() : request.snapshot_name();
+      if (groups.size() > 1) sub.set_snapshot_name(util::Cat(base, ".", host_id));
+      auto stub = v1::Backup::NewStub(
+          grpc::CreateChannel(group.endpoint, grpc::InsecureChannelCredentials()));
+      grpc::ClientContext sub_context;
+      auto reader = stub->RunBackup(&sub_context, sub);
+      v1::BackupEvent event;
+      std::optional<v1::BackupResponse> response;
+      while (reader->Read(&event)) {
+        if (event.has_progress()) {
+          std::lock_guard lock(mu);
+          if (!context->IsCancelled()) writer->Write(event);
+        } else if (event.has_result()) {
+          response = event.result();
+        }
+      }
+      grpc::Status status = reader->Finish();
+      std::lock_guard lock(mu);
+      absl::StatusOr<backup::BackupManifest> manifest =
+          response ? backup::ParseManifest(response->manifest_json())
+                   : absl::StatusOr<backup::BackupManifest>(absl::UnavailableError(""));
+      if (!status.ok() || !manifest.ok()) {
+        const std::string why =
+            !status.ok() ? status.error_message() : std::string(manifest.status().message());
+        for (const std::string& vm : group.vms) {
+          backup::ManifestVm failed;
+          failed.uuid = vm;
+          failed.name = vm;
+          failed.host = host_id;
+          failed.error = util::Cat("backup on member ", host_id, " failed: ", why);
+          failures.push_back(std::move(failed));
+        }
+        return;
+      }
+      if (absl::StatusOr<core::Graph> part = rpc::GraphFromProto(response->graph()); part.ok()) {
+        graph.Merge(*part).IgnoreError();
+      }
+      manifests.push_back(*std::move(manifest));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+
+  // One answer: every owner's VMs and snapshots, and the VMs that could not be reached.
+  backup::BackupManifest merged;
+  merged.backup_id = request.backup_id();
+  merged.name = request.name();
+  merged.requester = request.requester();
+  merged.policy = request.policy();
+  merged.started_at_ms = started;
+  for (const backup::BackupManifest& m : manifests) {
+    if (merged.consistency_requested.empty())
+      merged.consistency_requested = m.consistency_requested;
+    if (merged.fallback.empty()) merged.fallback = m.fallback;
+    merged.vms.insert(merged.vms.end(), m.vms.begin(), m.vms.end());
+    merged.snapshots.insert(merged.snapshots.end(), m.snapshots.begin(), m.snapshots.end());
+  }
+  merged.vms.insert(merged.vms.end(), failures.begin(), failures.end());
+  size_t ok = 0;
+  for (const backup::ManifestVm& vm : merged.vms) ok += vm.ok ? 1 : 0;
+  merged.state = ok == merged.vms.size() ? "succeeded" : ok == 0 ? "failed" : "partial";
+  merged.finished_at_ms = NowMs();
+  merged.graph = core::ToJson(graph, core::WholeGraph(graph));
+  v1::BackupEvent event;
+  v1::BackupResponse* result = event.mutable_result();
+  result->set_backup_id(merged.backup_id);
+  for (const backup::ManifestVm& vm : merged.vms) {
+    v1::BackupVmResult* r = result->add_results();
+    r->set_vm_uuid(vm.uuid);
+    r->set_vm_name(vm.name);
+    r->set_ok(vm.ok);
+    r->set_error(vm.error);
+    r->set_achieved(ToProto(vm.consistency_achieved));
+    r->set_host_id(vm.host);
+  }
+  rpc::GraphToProto(graph, result->mutable_graph());
+  result->set_manifest_json(backup::ToJson(merged).dump());
   writer->Write(event);
   return grpc::Status::OK;
 }

@@ -9,9 +9,17 @@
 
 namespace strata::agent {
 
+class ClusterCoordinator;
+
+// A request that is not marked forwarded and names a cluster, or VMs not on this host, is a
+// cluster backup when the agent has a coordinator: each VM's owner gets a sub-request marked
+// forwarded (this host's own too, through its endpoint) and the answers are consolidated into one
+// result and one manifest. A forwarded request is never forwarded again: its VMs that are not
+// here fail with that reason (the loop guard).
 class BackupService final : public v1::Backup::Service {
  public:
-  explicit BackupService(BackupEngine& engine) : engine_(engine) {}
+  BackupService(BackupEngine& engine, HostServices& host, ClusterCoordinator* cluster)
+      : engine_(engine), host_(host), cluster_(cluster) {}
   grpc::Status RunBackup(grpc::ServerContext* context, const v1::BackupRequest* request,
                          grpc::ServerWriter<v1::BackupEvent>* writer) override;
   grpc::Status DeleteSnapshot(grpc::ServerContext* context,
@@ -19,7 +27,13 @@ class BackupService final : public v1::Backup::Service {
                               v1::DeleteSnapshotResponse* response) override;
 
  private:
+  grpc::Status RunForCluster(grpc::ServerContext* context, const v1::BackupRequest& request,
+                             grpc::ServerWriter<v1::BackupEvent>* writer);
+  bool IsLocal(const std::string& vm);
+
   BackupEngine& engine_;
+  HostServices& host_;
+  ClusterCoordinator* cluster_;
 };
 
 class RestoreService final : public v1::Restore::Service {
