@@ -37,7 +37,7 @@ absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text);
 
 // Failure injection for tests: called with the step name before each step ("pause:<vm>",
 // "freeze:<vm>", "vm-snapshot:<vm>", "storage-snapshot:<volume>", "storage-snapshot-done:<volume>"
-// (after it was taken), "verify:<vm>", "manifest",
+// (after it was taken), "resume:<vm>", "verify:<vm>", "manifest",
 // "copy:<vm>:<disk>", "define:<vm>", "start:<vm>"). A non-OK status fails that step as if the
 // operation had failed.
 using FaultInjector = std::function<absl::Status(const std::string& step)>;

@@ -122,12 +122,19 @@ struct VmWork {
   bool paused_by_us = false;
   bool frozen_by_us = false;
 
+  // The first failure is the VM's reason; later steps stop at `failed`.
   void Fail(std::string error) {
     if (!failed) {
       failed = true;
       vm.ok = false;
       vm.error = std::move(error);
     }
+  }
+  // A failure to release (resume, thaw) is always added, after any earlier reason.
+  void AddFailure(const std::string& error) {
+    failed = true;
+    vm.ok = false;
+    vm.error = vm.error.empty() ? error : util::Cat(vm.error, "; ", error);
   }
 };
 
@@ -362,22 +369,21 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
           w.frozen_by_us = false;
         } else {
           spdlog::error("backup {}: thaw of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
-          w.failed = false;  // make the note below stick even after an earlier failure
-          w.Fail(util::Cat(w.vm.error.empty() ? "" : w.vm.error + "; ", "file systems of VM '",
-                           w.vm.name, "' could not be thawed: ", Msg(s)));
+          w.AddFailure(
+              util::Cat("file systems of VM '", w.vm.name, "' could not be thawed: ", Msg(s)));
         }
       }
       if (w.paused_by_us) {
         report(&w, "resume", "resuming", 75);
-        absl::Status s =
-            host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(w.domain.uuid); });
+        absl::Status s = fault("resume:" + w.vm.name);
+        if (s.ok()) {
+          s = host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(w.domain.uuid); });
+        }
         if (s.ok()) {
           w.paused_by_us = false;
         } else {
           spdlog::error("backup {}: resume of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
-          w.failed = false;
-          w.Fail(util::Cat(w.vm.error.empty() ? "" : w.vm.error + "; ", "VM '", w.vm.name,
-                           "' could not be resumed: ", Msg(s)));
+          w.AddFailure(util::Cat("VM '", w.vm.name, "' could not be resumed: ", Msg(s)));
         }
       }
     }

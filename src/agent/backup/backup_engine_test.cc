@@ -190,6 +190,21 @@ TEST_F(BackupEngineTest, FailureAfterPausingStillResumes) {
   }
 }
 
+TEST_F(BackupEngineTest, AVmThatCannotBeResumedIsReportedAndItsSnapshotsRemoved) {
+  // Everything worked but the resume: the VM is failed with that reason, left paused (and said
+  // so), and its snapshots go, since no succeeded VM uses them.
+  fail_at_ = "resume:mail01";
+  absl::StatusOr<BackupOutcome> out =
+      engine_->Run(Params({"mail01"}, ConsistencyMode::kPause), nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  const backup::ManifestVm& vm = Vm(out->manifest, "mail01");
+  EXPECT_FALSE(vm.ok);
+  EXPECT_EQ(vm.error, "VM 'mail01' could not be resumed: injected at resume:mail01");
+  EXPECT_EQ(out->manifest.state, "failed");
+  EXPECT_EQ(State("mail01"), hypervisor::DomainState::kPaused);  // said, not hidden
+  EXPECT_TRUE(out->manifest.snapshots.empty());                  // nothing half-kept
+}
+
 TEST_F(BackupEngineTest, QuiesceNeedsAGuestAgentUnlessAFallbackIsAllowed) {
   absl::StatusOr<BackupOutcome> out =
       engine_->Run(Params({"web01", "mail01"}, ConsistencyMode::kQuiesce), nullptr);
