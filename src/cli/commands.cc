@@ -700,9 +700,13 @@ int Cli::Backup(const BackupOptions& options) {
   const std::string started =
       Cat("Backup '", Str(*answer, "backup_name"), "' (", Str(*answer, "backup_id"),
           ") started as job ", Str(job, "id"), ".\n");
-  if (!options.wait) {
+  return StartedJob(*answer, job, started, options.wait);
+}
+
+int Cli::StartedJob(const json& answer, const json& job, const std::string& started, bool wait) {
+  if (!wait) {
     if (globals_.json) {
-      out_ << answer->dump(2) << "\n";
+      out_ << answer.dump(2) << "\n";
     } else {
       out_ << started << "Follow it with: strata jobs wait " << Str(job, "id") << "\n";
     }
@@ -784,16 +788,7 @@ int Cli::Restore(const RestoreOptions& options) {
   const json job = answer->value("job", json::object());
   const std::string started =
       Cat("Restore of VM '", options.vm, "' started as job ", Str(job, "id"), ".\n");
-  if (!options.wait) {
-    if (globals_.json) {
-      out_ << answer->dump(2) << "\n";
-    } else {
-      out_ << started << "Follow it with: strata jobs wait " << Str(job, "id") << "\n";
-    }
-    return kExitOk;
-  }
-  if (!globals_.json) out_ << started;
-  return FollowJob(job);
+  return StartedJob(*answer, job, started, options.wait);
 }
 
 int Cli::Jobs(const JobsOptions& options) {

@@ -235,6 +235,10 @@ class Cli {
   //
   // Prints and returns as described above.
   int FollowJob(nlohmann::json job);
+  // After POST of a backup or restore: prints `started` and follows the job (`wait`), or prints
+  // the answer (--json) or how to follow it.
+  int StartedJob(const nlohmann::json& answer, const nlohmann::json& job,
+                 const std::string& started, bool wait);
   // Prints `warning` + " Continue? [y/N] " on stderr and reads the answer. False with
   // `exit_code` set when it is refused or cannot be asked (stdin is not a terminal).
   bool Confirm(const std::string& warning, int& exit_code);

@@ -43,6 +43,25 @@ v1::Consistency ToProto(const std::string& name) {
   return v1::CONSISTENCY_UNSPECIFIED;
 }
 
+// The last message of a backup stream: per-VM results, the graph and the manifest.
+v1::BackupEvent ResultEvent(const backup::BackupManifest& manifest, const core::Graph& graph) {
+  v1::BackupEvent event;
+  v1::BackupResponse* result = event.mutable_result();
+  result->set_backup_id(manifest.backup_id);
+  for (const backup::ManifestVm& vm : manifest.vms) {
+    v1::BackupVmResult* r = result->add_results();
+    r->set_vm_uuid(vm.uuid);
+    r->set_vm_name(vm.name);
+    r->set_ok(vm.ok);
+    r->set_error(vm.error);
+    r->set_achieved(ToProto(vm.consistency_achieved));
+    r->set_host_id(vm.host);
+  }
+  rpc::GraphToProto(graph, result->mutable_graph());
+  result->set_manifest_json(backup::ToJson(manifest).dump());
+  return event;
+}
+
 }  // namespace
 
 FaultInjector FaultsFromEnvironment() {
@@ -108,18 +127,7 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
       manifest.name = request->name();
       manifest.state = "failed";
       manifest.vms = std::move(elsewhere);
-      v1::BackupEvent event;
-      v1::BackupResponse* result = event.mutable_result();
-      result->set_backup_id(manifest.backup_id);
-      for (const backup::ManifestVm& vm : manifest.vms) {
-        v1::BackupVmResult* r = result->add_results();
-        r->set_vm_uuid(vm.uuid);
-        r->set_vm_name(vm.name);
-        r->set_error(vm.error);
-        r->set_host_id(vm.host);
-      }
-      result->set_manifest_json(backup::ToJson(manifest).dump());
-      writer->Write(event);
+      writer->Write(ResultEvent(manifest, core::Graph()));
       return grpc::Status::OK;
     }
   }
@@ -162,21 +170,7 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
     for (backup::ManifestVm& vm : elsewhere) outcome->manifest.vms.push_back(std::move(vm));
     outcome->manifest.state = outcome->manifest.state == "failed" ? "failed" : "partial";
   }
-  v1::BackupEvent event;
-  v1::BackupResponse* result = event.mutable_result();
-  result->set_backup_id(outcome->manifest.backup_id);
-  for (const backup::ManifestVm& vm : outcome->manifest.vms) {
-    v1::BackupVmResult* r = result->add_results();
-    r->set_vm_uuid(vm.uuid);
-    r->set_vm_name(vm.name);
-    r->set_ok(vm.ok);
-    r->set_error(vm.error);
-    r->set_achieved(ToProto(vm.consistency_achieved));
-    r->set_host_id(vm.host);
-  }
-  rpc::GraphToProto(outcome->graph, result->mutable_graph());
-  result->set_manifest_json(backup::ToJson(outcome->manifest).dump());
-  writer->Write(event);
+  writer->Write(ResultEvent(outcome->manifest, outcome->graph));
   return grpc::Status::OK;
 }
 
@@ -294,21 +288,7 @@ grpc::Status BackupService::RunForCluster(grpc::ServerContext* context,
   merged.state = ok == merged.vms.size() ? "succeeded" : ok == 0 ? "failed" : "partial";
   merged.finished_at_ms = NowMs();
   merged.graph = core::ToJson(graph, core::WholeGraph(graph));
-  v1::BackupEvent event;
-  v1::BackupResponse* result = event.mutable_result();
-  result->set_backup_id(merged.backup_id);
-  for (const backup::ManifestVm& vm : merged.vms) {
-    v1::BackupVmResult* r = result->add_results();
-    r->set_vm_uuid(vm.uuid);
-    r->set_vm_name(vm.name);
-    r->set_ok(vm.ok);
-    r->set_error(vm.error);
-    r->set_achieved(ToProto(vm.consistency_achieved));
-    r->set_host_id(vm.host);
-  }
-  rpc::GraphToProto(graph, result->mutable_graph());
-  result->set_manifest_json(backup::ToJson(merged).dump());
-  writer->Write(event);
+  writer->Write(ResultEvent(merged, graph));
   return grpc::Status::OK;
 }
 
