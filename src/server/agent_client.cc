@@ -70,6 +70,7 @@ class GrpcAgentConnector final : public AgentConnector {
     request.set_policy(params.policy);
     request.set_forwarded(params.forwarded);
     request.set_snapshot_name(params.snapshot_name);
+    request.set_cluster(params.cluster);
     std::unique_ptr<grpc::ClientReader<v1::BackupEvent>> reader =
         stub->RunBackup(&context, request);
     std::optional<AgentBackupResult> result;
@@ -86,7 +87,8 @@ class GrpcAgentConnector final : public AgentConnector {
           return absl::InvalidArgumentError(util::Cat(
               "agent of host '", host_id, "' sent a bad backup graph: ", graph.status().message()));
         }
-        result = AgentBackupResult{event.result().manifest_json(), *std::move(graph)};
+        result = AgentBackupResult{event.result().manifest_json(), *std::move(graph), {}};
+        for (const auto& [step, ms] : event.result().timings_ms()) result->timings_ms[step] = ms;
       }
     }
     grpc::Status status = reader->Finish();

@@ -259,38 +259,71 @@ struct JobManager::Impl {
     }
   }
 
+  // Where one part of a backup is sent: a standalone host, or a cluster (one request to one
+  // live member, which coordinates it: forwards each VM to its owner and consolidates).
+  struct Dispatch {
+    std::string key;      // the host id, or "cluster:<name>"
+    std::string cluster;  // empty: a standalone host
+    std::vector<Target> vms;
+  };
+
+  // The member a cluster request goes to: the first reachable, registered member by host id.
+  absl::StatusOr<HostView> PickMember(const std::string& cluster) {
+    std::vector<std::string> down;
+    for (HostView& host : registry.ListHosts()) {
+      if (host.record.cluster != cluster) continue;
+      if (host.record.state == HostState::kReachable && host.registered) return std::move(host);
+      down.push_back(host.record.id);
+    }
+    return absl::UnavailableError(util::Cat("no member of cluster '", cluster, "' is reachable",
+                                            down.empty() ? "" : " (", util::Join(down, ", "),
+                                            down.empty() ? "" : ")"));
+  }
+
   void RunBackup(std::shared_ptr<BackupRun> run, BackupSpec spec, std::string backup_id,
                  std::string name, std::vector<Target> targets) {
-    std::map<std::string, std::vector<Target>> by_host;
-    for (const Target& t : targets) by_host[t.host].push_back(t);
+    std::map<std::string, Dispatch> dispatches;
+    std::set<std::string> hosts;
+    for (const Target& t : targets) {
+      hosts.insert(t.host);
+      absl::StatusOr<HostView> host = registry.GetHost(t.host);
+      const std::string cluster = host.ok() ? host->record.cluster : "";
+      Dispatch& d = dispatches[cluster.empty() ? t.host : util::Cat("cluster:", cluster)];
+      d.key = cluster.empty() ? t.host : util::Cat("cluster:", cluster);
+      d.cluster = cluster;
+      d.vms.push_back(t);
+    }
     {
       std::lock_guard lock(run->mu);
-      for (const auto& [host, vms] : by_host) run->host_percent[host] = 0;
+      for (const auto& [key, d] : dispatches) run->host_percent[key] = 0;
     }
     catalog
         .UpdateJob({run->job_id, JobState::kRunning, 0,
-                    util::Cat("backing up ", targets.size(), " VMs on ", by_host.size(), " hosts"),
+                    util::Cat("backing up ", targets.size(), " VMs on ", hosts.size(), " hosts"),
                     std::nullopt})
         .IgnoreError();
     std::mutex results_mu;
     std::vector<json> manifests;
-    std::map<std::string, std::string> host_errors;  // host -> why its VMs failed
+    std::map<std::string, std::string> host_errors;  // host or cluster -> why its VMs failed
     std::vector<std::thread> host_threads;
-    for (const auto& [host_id, vms] : by_host) {
-      host_threads.emplace_back([&, host_id = host_id, vms = vms] {
+    for (const auto& [key, dispatch] : dispatches) {
+      host_threads.emplace_back([&, key = key, dispatch = dispatch] {
+        const std::vector<Target>& vms = dispatch.vms;
         auto set_vm = [&](const std::string& uuid, const json& patch) {
           std::lock_guard lock(run->mu);
           for (json& vm : run->detail["vms"]) {
             if (vm["uuid"] == uuid) vm.update(patch);
           }
         };
-        absl::StatusOr<HostView> host = registry.GetHost(host_id);
+        absl::StatusOr<HostView> host =
+            dispatch.cluster.empty() ? registry.GetHost(key) : PickMember(dispatch.cluster);
         absl::Status failure;
         if (!host.ok()) {
           failure = host.status();
         } else if (host->record.state != HostState::kReachable || !host->registered) {
-          failure = absl::UnavailableError(util::Cat("host '", host_id, "' is unreachable"));
+          failure = absl::UnavailableError(util::Cat("host '", key, "' is unreachable"));
         }
+        const std::string host_id = host.ok() ? host->record.id : key;
         if (failure.ok()) {
           for (const Target& t : vms) set_vm(t.uuid, {{"state", "running"}});
           AgentBackupParams params;
@@ -302,13 +335,26 @@ struct JobManager::Impl {
           params.verify = spec.verify;
           params.requester = spec.requester;
           params.policy = spec.policy;
-          if (by_host.size() > 1) params.snapshot_name = util::Cat(name, ".", SafeName(host_id));
+          params.cluster = dispatch.cluster;
+          if (dispatches.size() > 1) params.snapshot_name = util::Cat(name, ".", SafeName(key));
+          if (!dispatch.cluster.empty()) {
+            spdlog::info("backup '{}': {} VMs of cluster '{}' sent to member '{}'", name,
+                         vms.size(), dispatch.cluster, host_id);
+          }
+          const std::set<std::string> mine = [&] {
+            std::set<std::string> uuids;
+            for (const Target& t : vms) uuids.insert(t.uuid);
+            return uuids;
+          }();
           absl::StatusOr<AgentBackupResult> result =
               agents.RunBackup(host_id, host->record.endpoint, params, [&](const AgentProgress& p) {
                 std::lock_guard lock(run->mu);
-                run->host_percent[host_id] = p.percent;
+                run->host_percent[key] = p.percent;
                 for (json& vm : run->detail["vms"]) {
-                  if (p.vm_uuid.empty() ? vm["host"] == host_id : vm["uuid"] == p.vm_uuid) {
+                  const std::string step = vm.value("step", "");
+                  const bool finished = step == "done" || step == "failed";
+                  if (p.vm_uuid.empty() ? mine.contains(vm.value("uuid", "")) && !finished
+                                        : vm["uuid"] == p.vm_uuid) {
                     vm["step"] = p.step;
                     vm["message"] = p.message;
                   }
@@ -325,25 +371,52 @@ struct JobManager::Impl {
                 set_vm(vm.value("uuid", ""),
                        {{"state", vm.value("ok", false) ? "succeeded" : "failed"},
                         {"error", vm.value("error", "")},
+                        {"host", vm.value("host", "")},
                         {"consistency_achieved", vm.value("consistency_achieved", "")}});
+              }
+              if (!result->timings_ms.empty()) {
+                std::lock_guard run_lock(run->mu);
+                run->detail["coordination"][key] = {{"member", host_id},
+                                                    {"timings_ms", result->timings_ms}};
               }
               std::lock_guard lock(results_mu);
               manifests.push_back(std::move(manifest));
             }
+          } else if (!dispatch.cluster.empty()) {
+            failure = absl::Status(
+                result.status().code(),
+                util::Cat("member '", host_id, "' coordinating cluster '", dispatch.cluster,
+                          "' failed mid-backup: ", Msg(result.status())));
           } else {
             failure = result.status();
           }
         }
         if (!failure.ok()) {
-          spdlog::warn("backup '{}': host '{}': {}", name, host_id, Msg(failure));
-          for (const Target& t : vms) {
-            set_vm(t.uuid, {{"state", "failed"}, {"error", Msg(failure)}});
+          spdlog::warn("backup '{}': {}: {}", name, key, Msg(failure));
+          // A VM whose owner reported it done before the coordinator failed: its snapshot may
+          // exist although no result came back (`stratad catalog rebuild` imports it).
+          {
+            std::lock_guard lock(run->mu);
+            for (json& vm : run->detail["vms"]) {
+              const std::string uuid = vm.value("uuid", "");
+              if (std::none_of(vms.begin(), vms.end(),
+                               [&](const Target& t) { return t.uuid == uuid; }))
+                continue;
+              const bool reported_done = vm.value("step", "") == "done";
+              vm["state"] = "failed";
+              vm["error"] = reported_done ? util::Cat(Msg(failure),
+                                                      " (its host had reported it done: the "
+                                                      "snapshot may exist; `stratad catalog "
+                                                      "rebuild` imports it)")
+                                          : Msg(failure);
+              if (reported_done) vm["reported_done"] = true;
+            }
           }
-          std::lock_guard lock(results_mu);
-          host_errors[host_id] = Msg(failure);
+          std::lock_guard results_lock(results_mu);
+          host_errors[key] = Msg(failure);
         }
         std::lock_guard lock(run->mu);
-        run->host_percent[host_id] = 100;
+        run->host_percent[key] = 100;
         WriteProgress(*run, true);
       });
     }
@@ -378,16 +451,14 @@ struct JobManager::Impl {
         }
       }
     }
-    for (const auto& [host, error] : host_errors) {
-      for (const Target& t : targets) {
-        if (t.host == host) {
-          vm_summary.push_back({{"uuid", t.uuid},
-                                {"name", t.name},
-                                {"host", host},
-                                {"ok", false},
-                                {"error", error},
-                                {"consistency_achieved", ""}});
-        }
+    for (const auto& [key, error] : host_errors) {
+      for (const Target& t : dispatches.at(key).vms) {
+        vm_summary.push_back({{"uuid", t.uuid},
+                              {"name", t.name},
+                              {"host", t.host},
+                              {"ok", false},
+                              {"error", error},
+                              {"consistency_achieved", ""}});
       }
     }
     const std::string state = ok == targets.size() ? "succeeded" : ok == 0 ? "failed" : "partial";

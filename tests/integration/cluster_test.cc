@@ -104,15 +104,7 @@ class ClusterTest : public ::testing::Test {
       ASSERT_TRUE(again.ok()) << again.status();
       ASSERT_EQ(again->cluster_members, members);
       ASSERT_EQ(again->cluster_interval_ms, 200);
-      ChildProcessOptions options;
-      options.log_path = (work_ / ("agent-" + host + ".log")).string();
-      auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
-      ASSERT_TRUE(agent.ok()) << agent.status();
-      auto groups = (*agent)->WaitForLine(
-          R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-      ASSERT_TRUE(groups.ok()) << groups.status();
-      ASSERT_EQ((*groups)[1], endpoints_[host]);
-      agents_[host] = *std::move(agent);
+      ASSERT_NO_FATAL_FAILURE(StartAgent(host, {}));
     }
     // Members started before the others saw them unreachable; wait until every member sees
     // every other one up (a cluster discovery then leaves nobody out).
@@ -127,6 +119,62 @@ class ClusterTest : public ::testing::Test {
           milliseconds(15000));
       ASSERT_TRUE(settled) << host << ": " << response.DebugString().substr(0, 2000);
     }
+  }
+
+  // Starts (or restarts) `host`'s agent; `env`: extra "KEY=VALUE" entries (fault injection).
+  void StartAgent(const std::string& host, const std::vector<std::string>& env) {
+    agents_.erase(host);
+    const std::string file = (work_ / "site" / "agents" / (host + ".toml")).string();
+    ChildProcessOptions options;
+    options.log_path = (work_ / ("agent-" + host + ".log")).string();
+    options.env = env;
+    auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    auto groups = (*agent)->WaitForLine(
+        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
+    ASSERT_TRUE(groups.ok()) << groups.status();
+    ASSERT_EQ((*groups)[1], endpoints_[host]);
+    agents_[host] = *std::move(agent);
+  }
+
+  // The state of `vm` as its own host's agent reports it.
+  std::string VmState(const std::string& host, const std::string& vm) {
+    auto stub = v1::Discovery::NewStub(
+        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    v1::DiscoverRequest request;
+    request.add_vms(vm);
+    v1::DiscoverResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!stub->Discover(&context, request, &response).ok()) return "unknown";
+    for (const v1::VmSummary& summary : response.vms()) {
+      if (summary.name() == vm) return summary.state();
+    }
+    return "absent";
+  }
+
+  // A backup through stratad's REST API, waited for; the job's JSON.
+  json BackupThroughServer(const json& body) {
+    httplib::Client client("127.0.0.1", http_port_);
+    client.set_read_timeout(std::chrono::seconds(60));
+    auto started = client.Post("/api/v1/backups", body.dump(), "application/json");
+    if (!started || started->status != 202) {
+      ADD_FAILURE() << "POST /api/v1/backups: " << (started ? started->body : "no answer");
+      return json::object();
+    }
+    const std::string job_id = json::parse(started->body)["job"].value("id", "");
+    json job;
+    const bool ended = WaitUntil(
+        [&] {
+          auto got = client.Get("/api/v1/jobs/" + job_id);
+          if (!got || got->status != 200) return false;
+          job = json::parse(got->body, nullptr, false);
+          const std::string state = job.is_object() ? job.value("state", "") : "";
+          return state == "succeeded" || state == "failed";
+        },
+        milliseconds(60000));
+    EXPECT_TRUE(ended) << job.dump(1);
+    return job;
   }
 
   void TearDown() override {
@@ -270,10 +318,14 @@ struct BackupAnswer {
   std::map<std::string, std::pair<bool, std::string>> vms;  // name -> (ok, error)
   std::set<std::string> hosts;                              // of the VMs that succeeded
   std::set<std::string> snapshots;
+  std::multimap<std::string, std::string> snapshot_hosts;  // volume name -> host that took it
+  json manifest;
+  std::map<std::string, int64_t> timings;
 };
 
 BackupAnswer RunBackup(const std::string& endpoint, const std::vector<std::string>& vms,
-                       const std::string& name, bool forwarded) {
+                       const std::string& name, bool forwarded,
+                       v1::Consistency consistency = v1::CONSISTENCY_CRASH) {
   auto stub =
       v1::Backup::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
@@ -282,7 +334,7 @@ BackupAnswer RunBackup(const std::string& endpoint, const std::vector<std::strin
   request.set_backup_id("id-" + name);
   request.set_name(name);
   for (const std::string& vm : vms) request.add_vms(vm);
-  request.set_consistency(v1::CONSISTENCY_CRASH);
+  request.set_consistency(consistency);
   request.set_forwarded(forwarded);
   auto reader = stub->RunBackup(&context, request);
   v1::BackupEvent event;
@@ -297,8 +349,11 @@ BackupAnswer RunBackup(const std::string& endpoint, const std::vector<std::strin
     if (manifest.is_object()) {
       for (const json& s : manifest.value("snapshots", json::array())) {
         answer.snapshots.insert(s.value("snapshot_id", ""));
+        answer.snapshot_hosts.emplace(s.value("volume_name", ""), s.value("host", ""));
       }
+      answer.manifest = manifest;
     }
+    for (const auto& [step, ms] : event.result().timings_ms()) answer.timings[step] = ms;
   }
   answer.status = reader->Finish();
   return answer;
@@ -311,11 +366,84 @@ TEST_F(ClusterTest, ABackupAskedOfOneMemberReachesEveryOwnerAndComesBackAsOneAns
       RunBackup(endpoints_["host-a"], {"web01", "web03", "report01"}, "cb", false);
   ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
   for (const char* vm : {"web01", "web03", "report01"}) {
-    EXPECT_TRUE(answer.vms[vm].first) << vm << ": " << answer.vms[vm].second;
+    EXPECT_TRUE(answer.vms[vm].first) << vm << ": " << answer.vms[vm].second << " "
+                                      << answer.manifest.value("vms", json::array()).dump(1);
   }
   EXPECT_EQ(answer.hosts, (std::set<std::string>{"host-a", "host-b", "host-c"}));
-  EXPECT_TRUE(answer.snapshots.contains("cb.host-a"));
-  EXPECT_TRUE(answer.snapshots.contains("cb.host-b"));
+  // web01 (host-a) and web03 (host-b) are both on the shared volume gold: ONE snapshot of it,
+  // taken by the coordinator host-a for both; report01's silver by its owner host-c.
+  EXPECT_EQ(answer.snapshots, std::set<std::string>{"cb"});
+  EXPECT_EQ(answer.snapshot_hosts,
+            (std::multimap<std::string, std::string>{{"gold", "host-a"}, {"silver", "host-c"}}));
+  const std::filesystem::path gold = work_ / "site" / "volumes" / "gold" / ".strata-snapshots";
+  EXPECT_TRUE(std::filesystem::exists(gold / "cb" / "web01.qcow2"));
+  EXPECT_TRUE(std::filesystem::exists(gold / "cb" / "web03.qcow2"));
+  EXPECT_FALSE(std::filesystem::exists(gold / "cb.host-b"));
+  // host-a's manifest, and host-b's part beside the snapshot host-a took.
+  EXPECT_TRUE(std::filesystem::exists(gold / "cb.manifest.json"));
+  EXPECT_TRUE(std::filesystem::exists(gold / "cb@host-b.manifest.json"));
+  for (const json& vm : answer.manifest["vms"]) {
+    for (const json& disk : vm["disks"]) {
+      if (disk.value("volume_name", "") != "gold") continue;
+      EXPECT_EQ(disk.value("snapshot_id", ""), "cb") << vm.value("name", "");
+      EXPECT_TRUE(std::filesystem::exists(disk.value("snapshot_path", ""))) << disk.dump();
+    }
+  }
+  for (const char* step : {"owners", "forwarded", "held", "consolidate"}) {
+    EXPECT_TRUE(answer.timings.contains(step)) << step;
+  }
+}
+
+TEST_F(ClusterTest, AMemberKilledMidBackupFailsItsVmsAndTheSharedSnapshotServesTheOthers) {
+  // host-b dies as it is about to pause web03.
+  ASSERT_NO_FATAL_FAILURE(StartAgent("host-b", {"STRATA_AGENT_FAULTS=pause:web03=exit"}));
+  BackupAnswer answer = RunBackup(endpoints_["host-a"], {"web01", "web03", "app03"}, "mk", false,
+                                  v1::CONSISTENCY_PAUSE);
+  ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+  EXPECT_TRUE(answer.vms["web01"].first) << answer.vms["web01"].second;
+  EXPECT_TRUE(answer.vms["app03"].first) << answer.vms["app03"].second;
+  EXPECT_FALSE(answer.vms["web03"].first);
+  EXPECT_NE(answer.vms["web03"].second.find("backup on member host-b failed"), std::string::npos)
+      << answer.vms["web03"].second;
+  const std::filesystem::path gold = work_ / "site" / "volumes" / "gold" / ".strata-snapshots";
+  EXPECT_TRUE(std::filesystem::exists(gold / "mk" / "web01.qcow2"));
+  EXPECT_FALSE(std::filesystem::exists(gold / "mk" / "web03.qcow2"));
+  EXPECT_EQ(VmState("host-a", "web01"), "running");
+  EXPECT_EQ(VmState("host-c", "app03"), "running");
+}
+
+TEST_F(ClusterTest, ACoordinatorDyingMidBackupFailsTheJobAndLeavesNoVmPaused) {
+  // stratad sends a cluster request to one live member: host-a (the first by id). host-a takes
+  // the shared gold snapshot and dies right there, while host-b and host-c hold their VMs.
+  ASSERT_NO_FATAL_FAILURE(StartAgent("host-a", {"STRATA_AGENT_FAULTS=storage-snapshot:gold=exit"}));
+  json job = BackupThroughServer(
+      {{"vms", {"web01", "web03", "app03"}}, {"consistency", "pause"}, {"name", "cd"}});
+  EXPECT_EQ(job.value("state", ""), "failed") << job.dump(1);
+  EXPECT_NE(job.value("message", "").find("host-a"), std::string::npos) << job.dump(1);
+  ASSERT_TRUE(agents_["host-a"]->Wait(milliseconds(10000)).ok());
+  // The members that held VMs released them when their coordinator went away.
+  EXPECT_TRUE(
+      WaitUntil([&] { return VmState("host-b", "web03") == "running"; }, milliseconds(10000)));
+  EXPECT_EQ(VmState("host-c", "app03"), "running");
+  // host-a comes back: its journal undoes what it did (the gold snapshot), its VM runs.
+  ASSERT_NO_FATAL_FAILURE(StartAgent("host-a", {}));
+  EXPECT_EQ(VmState("host-a", "web01"), "running");
+  EXPECT_FALSE(
+      std::filesystem::exists(work_ / "site" / "volumes" / "gold" / ".strata-snapshots" / "cd"));
+}
+
+TEST_F(ClusterTest, ACoordinatorDyingBeforeItAnswersLeavesWhatCompletedOnRecord) {
+  // Every owner finishes; host-a dies while consolidating: the job fails, and the VMs their
+  // hosts reported done are recorded as such.
+  ASSERT_NO_FATAL_FAILURE(StartAgent("host-a", {"STRATA_AGENT_FAULTS=consolidate=exit"}));
+  json job = BackupThroughServer({{"cluster", "prod"}, {"name", "cc"}});
+  EXPECT_EQ(job.value("state", ""), "failed") << job.dump(1);
+  int reported_done = 0;
+  for (const json& vm : job["detail"]["vms"]) {
+    EXPECT_EQ(vm.value("state", ""), "failed") << vm.dump();
+    if (vm.value("reported_done", false)) ++reported_done;
+  }
+  EXPECT_GT(reported_done, 0) << job.dump(1);
 }
 
 TEST_F(ClusterTest, AForwardedRequestIsNeverForwardedAgain) {

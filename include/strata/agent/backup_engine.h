@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "strata/agent/host_services.h"
 #include "strata/backup/manifest.h"
+#include "strata/plugin/storage.h"
 
 namespace strata::agent {
 
@@ -42,6 +43,36 @@ absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text);
 // operation had failed.
 using FaultInjector = std::function<absl::Status(const std::string& step)>;
 
+// Cluster backups: the files a backup needs on one storage volume, and a snapshot one host took
+// for every host that needs the volume.
+struct VolumeNeed {
+  std::string volume_id;
+  std::string volume_name;
+  std::vector<std::string> files;
+};
+struct TakenSnapshot {
+  std::string volume_id;
+  std::string volume_name;
+  std::string volume_root;  // on the host that took it
+  std::string plugin;
+  std::string host;
+  plugin::SnapshotInfo info;
+};
+
+// Lets a cluster coordinator take each storage snapshot once for several hosts. The engine calls
+// Plan once every VM here is at its consistency (VM snapshots taken), then takes the volumes
+// Plan returned (with every host's files on them), then calls Exchange with what it took and
+// receives what the other hosts took, then releases its VMs. Both calls block while the other
+// hosts catch up; an error fails the VMs that needed what is missing (never leaves them held).
+class SnapshotCoordination {
+ public:
+  virtual ~SnapshotCoordination() = default;
+  // `needs`: this host's volumes. Returns the volumes this host snapshots (files: every host's).
+  virtual absl::StatusOr<std::vector<VolumeNeed>> Plan(const std::vector<VolumeNeed>& needs) = 0;
+  virtual absl::StatusOr<std::vector<TakenSnapshot>> Exchange(
+      const std::vector<TakenSnapshot>& taken_here) = 0;
+};
+
 struct BackupParams {
   std::string backup_id;
   std::string name;  // validated (backup::ValidateName); names the VM and storage snapshots
@@ -54,6 +85,9 @@ struct BackupParams {
   std::string policy;
   // "auto": internal VM snapshots where the hypervisor keeps them (test driver), none otherwise.
   std::string vm_snapshot = "auto";  // "auto", "internal", "none"
+  // Cluster backups (forwarded by a coordinator): who takes which storage snapshot. Null: this
+  // host snapshots every volume it needs. Borrowed for the duration of Run.
+  SnapshotCoordination* coordination = nullptr;
 };
 
 struct BackupStep {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,8 @@ struct AgentBackupParams {
   std::string policy;
   std::string snapshot_name;  // empty: `name`
   bool forwarded = false;
+  // Non-empty: a cluster backup; the agent asked coordinates it (forwards each VM to its owner).
+  std::string cluster;
 };
 
 // One progress step reported by an agent (backup or restore).
@@ -52,6 +55,7 @@ using AgentProgressFn = std::function<void(const AgentProgress&)>;
 struct AgentBackupResult {
   std::string manifest_json;  // strata/backup/manifest.h
   core::Graph graph;
+  std::map<std::string, int64_t> timings_ms;  // a cluster coordinator's (BackupResponse)
 };
 
 struct AgentRestoreParams {

@@ -143,6 +143,12 @@ struct VolumeWork {
   std::set<std::string> files;
   std::set<size_t> vms;  // indexes into the work list
   std::optional<plugin::SnapshotInfo> snapshot;
+  // Cluster backups: taken by another host (`taken_by`), or here for other hosts too. Either
+  // way the coordinator, not this host, decides whether it is rolled back.
+  std::string taken_by;
+  std::string taken_root;
+  std::string taken_plugin;
+  bool shared = false;
 };
 
 }  // namespace
@@ -458,8 +464,43 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       }
     }
   }
+  // Cluster backups: the coordinator says which volumes this host snapshots (for every host
+  // that needs them); the others are taken elsewhere while this host holds its VMs.
+  std::set<std::string> elsewhere;
+  bool coordinated = params.coordination != nullptr;
+  const auto fail_volume_vms = [&](const VolumeWork& v, const std::string& why) {
+    for (size_t i : v.vms) work[i].Fail(why);
+  };
+  if (coordinated) {
+    std::vector<VolumeNeed> needs;
+    for (const auto& [volume_id, v] : volumes) {
+      needs.push_back({volume_id, v.volume.volume.volume_name, {v.files.begin(), v.files.end()}});
+    }
+    report(nullptr, "hold", "VMs held; waiting for the cluster's snapshot plan", 30);
+    absl::StatusOr<std::vector<VolumeNeed>> plan = params.coordination->Plan(needs);
+    if (!plan.ok()) {
+      coordinated = false;  // no exchange either: the coordinator is gone or gave up
+      for (auto& [volume_id, v] : volumes) {
+        fail_volume_vms(v, util::Cat("cluster snapshot planning failed: ", Msg(plan.status())));
+        elsewhere.insert(volume_id);
+      }
+    } else {
+      for (auto& [volume_id, v] : volumes) {
+        auto mine = std::find_if(plan->begin(), plan->end(),
+                                 [&](const VolumeNeed& n) { return n.volume_id == volume_id; });
+        if (mine == plan->end()) {
+          elsewhere.insert(volume_id);
+          continue;
+        }
+        const size_t own = v.files.size();
+        v.files.insert(mine->files.begin(), mine->files.end());
+        v.shared = v.files.size() > own;
+      }
+    }
+  }
   int done_volumes = 0;
   for (auto& [volume_id, v] : volumes) {
+    if (elsewhere.contains(volume_id)) continue;
     const int percent = 30 + 40 * done_volumes++ / std::max<int>(1, volumes.size());
     report(nullptr, "storage-snapshot",
            util::Cat("snapshot '", snapshot_name, "' of volume '", v.volume.volume.volume_name,
@@ -487,6 +528,36 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
         work[i].Fail(util::Cat("storage snapshot of volume '", v.volume.volume.volume_name,
                                "' failed: ", Msg(s)));
       }
+    }
+  }
+
+  if (coordinated) {
+    std::vector<TakenSnapshot> taken;
+    for (const auto& [volume_id, v] : volumes) {
+      if (!v.snapshot) continue;
+      taken.push_back({volume_id, v.volume.volume.volume_name, v.volume.volume.root,
+                       v.volume.plugin->Name(), host_id, *v.snapshot});
+    }
+    report(nullptr, "hold", "waiting for the snapshots other hosts take", 70);
+    absl::StatusOr<std::vector<TakenSnapshot>> others = params.coordination->Exchange(taken);
+    for (const std::string& volume_id : elsewhere) {
+      VolumeWork& v = volumes.at(volume_id);
+      const TakenSnapshot* found = nullptr;
+      if (others.ok()) {
+        for (const TakenSnapshot& t : *others) {
+          if (t.volume_id == volume_id) found = &t;
+        }
+      }
+      if (found == nullptr) {
+        fail_volume_vms(v, util::Cat("the cluster's snapshot of shared volume '",
+                                     v.volume.volume.volume_name, "' was not taken: ",
+                                     others.ok() ? "no host took it" : Msg(others.status())));
+        continue;
+      }
+      v.snapshot = found->info;
+      v.taken_by = found->host;
+      v.taken_root = found->volume_root;
+      v.taken_plugin = found->plugin;
     }
   }
 
@@ -547,7 +618,7 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
     w.vm.vm_snapshot_kind.clear();
   };
   const auto rollback_volume = [&](VolumeWork& v) {
-    if (!v.snapshot) return;
+    if (!v.snapshot || v.shared || !v.taken_by.empty()) return;  // the coordinator's to decide
     absl::Status s =
         v.volume.plugin->DeleteSnapshot(v.volume.volume.volume_id, v.snapshot->snapshot_id);
     if (!s.ok()) {
@@ -580,9 +651,9 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       snap.snapshot_id = v.snapshot->snapshot_id;
       snap.storage_volume = id;
       snap.volume_name = v.volume.volume.volume_name;
-      snap.volume_root = v.volume.volume.root;
-      snap.plugin = v.volume.plugin->Name();
-      snap.host = host_id;
+      snap.volume_root = v.taken_by.empty() ? v.volume.volume.root : v.taken_root;
+      snap.plugin = v.taken_by.empty() ? v.volume.plugin->Name() : v.taken_plugin;
+      snap.host = v.taken_by.empty() ? host_id : v.taken_by;
       snap.path = v.snapshot->path;
       snap.method = v.snapshot->method;
       snap.created_at_ms = NowMs();
@@ -633,14 +704,20 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
   if (absl::Status s = build_graph(); !s.ok()) return s;
 
   report(nullptr, "manifest", util::Cat(manifest.snapshots.size(), " manifest files"), 95);
+  // Beside a snapshot another host took (cluster backups), this host's part of the manifest
+  // goes under its own name: "<snapshot>@<host>.manifest.json".
+  const auto manifest_path = [&](const VolumeWork& v) {
+    const std::string file_name =
+        v.taken_by.empty()
+            ? util::Cat(v.snapshot->snapshot_id, backup::kManifestSuffix)
+            : util::Cat(v.snapshot->snapshot_id, "@", host_id, backup::kManifestSuffix);
+    return std::filesystem::path(v.volume.volume.root) / plugin::kSnapshotDirName / file_name;
+  };
   absl::Status written = fault("manifest");
-  for (const backup::ManifestSnapshot& s : manifest.snapshots) {
+  for (const auto& [id, v] : volumes) {
     if (!written.ok()) break;
-    written =
-        backup::WriteManifestFile((std::filesystem::path(s.volume_root) / plugin::kSnapshotDirName /
-                                   (s.snapshot_id + backup::kManifestSuffix))
-                                      .string(),
-                                  manifest);
+    if (!v.snapshot) continue;
+    written = backup::WriteManifestFile(manifest_path(v).string(), manifest);
   }
   if (!written.ok()) {
     // Without its manifests the backup could not be rebuilt from storage: roll it all back.
@@ -649,11 +726,9 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       rollback_vm_snapshot(w);
     }
     for (auto& [id, v] : volumes) {
+      if (!v.snapshot) continue;
       std::error_code ec;
-      std::filesystem::remove(std::filesystem::path(v.volume.volume.root) /
-                                  plugin::kSnapshotDirName /
-                                  (snapshot_name + backup::kManifestSuffix),
-                              ec);
+      std::filesystem::remove(manifest_path(v), ec);
       rollback_volume(v);
     }
     finish();
@@ -755,11 +830,19 @@ absl::Status BackupEngine::DeleteSnapshot(const std::string& volume_id,
   absl::StatusOr<HostServices::FileVolume> volume = host_.FindVolume(volume_id);
   if (!volume.ok()) return volume.status();
   absl::Status data = volume->plugin->DeleteSnapshot(volume_id, snapshot_id);
+  // Its manifest, and the other hosts' parts of it when it served a cluster backup.
+  const std::filesystem::path dir =
+      std::filesystem::path(volume->volume.root) / plugin::kSnapshotDirName;
   std::error_code ec;
-  const bool had_manifest = std::filesystem::remove(std::filesystem::path(volume->volume.root) /
-                                                        plugin::kSnapshotDirName /
-                                                        (snapshot_id + backup::kManifestSuffix),
-                                                    ec);
+  bool had_manifest = std::filesystem::remove(dir / (snapshot_id + backup::kManifestSuffix), ec);
+  const std::string part_prefix = snapshot_id + "@";
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.starts_with(part_prefix) && file.ends_with(backup::kManifestSuffix)) {
+      std::error_code remove_ec;
+      had_manifest = std::filesystem::remove(entry.path(), remove_ec) || had_manifest;
+    }
+  }
   if (absl::IsNotFound(data) && had_manifest) return absl::OkStatus();
   return data;
 }

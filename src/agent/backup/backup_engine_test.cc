@@ -483,5 +483,112 @@ TEST(BtrfsBackupTest, BackupAndRestoreOnABtrfsSubvolume) {
       .IgnoreError();
 }
 
+// A scripted coordinator: what the engine would hear from a cluster coordinator.
+class ScriptedCoordination final : public SnapshotCoordination {
+ public:
+  std::function<absl::StatusOr<std::vector<VolumeNeed>>(const std::vector<VolumeNeed>&)> plan;
+  std::function<absl::StatusOr<std::vector<TakenSnapshot>>(const std::vector<TakenSnapshot>&)>
+      exchange;
+  std::vector<VolumeNeed> needs_seen;
+  std::vector<TakenSnapshot> taken_seen;
+  std::vector<hypervisor::DomainState> state_at_plan;
+  std::function<hypervisor::DomainState()> probe;
+
+  absl::StatusOr<std::vector<VolumeNeed>> Plan(const std::vector<VolumeNeed>& needs) override {
+    needs_seen = needs;
+    if (probe) state_at_plan.push_back(probe());
+    return plan(needs);
+  }
+  absl::StatusOr<std::vector<TakenSnapshot>> Exchange(
+      const std::vector<TakenSnapshot>& taken) override {
+    taken_seen = taken;
+    return exchange(taken);
+  }
+};
+
+TEST_F(BackupEngineTest, CoordinatedBackupTakesWhatItIsToldWithEveryHostsFilesAndUsesTheRest) {
+  // This host (web01 on gold, mail01 on silver) is told to take gold, with another host's file
+  // in it too, and gets silver's snapshot from "host-x".
+  const std::string other_file = Gold() + "/web03.qcow2";
+  ScriptedCoordination c;
+  c.probe = [&] { return State("web01"); };
+  c.plan = [&](const std::vector<VolumeNeed>& needs) -> absl::StatusOr<std::vector<VolumeNeed>> {
+    std::vector<VolumeNeed> take;
+    for (VolumeNeed need : needs) {
+      if (need.volume_name != "gold") continue;
+      need.files.push_back(other_file);
+      take.push_back(need);
+    }
+    return take;
+  };
+  // "host-x" made silver's snapshot: here, by hand, the way its dir plug-in would.
+  fs::create_directories(Silver() + "/.strata-snapshots/cb");
+  fs::copy_file(Silver() + "/mail01.qcow2", Silver() + "/.strata-snapshots/cb/mail01.qcow2");
+  c.exchange =
+      [&](const std::vector<TakenSnapshot>&) -> absl::StatusOr<std::vector<TakenSnapshot>> {
+    TakenSnapshot silver;
+    for (const VolumeNeed& n : c.needs_seen) {
+      if (n.volume_name == "silver") silver.volume_id = n.volume_id;
+    }
+    silver.volume_name = "silver";
+    silver.volume_root = Silver();
+    silver.plugin = "dir";
+    silver.host = "host-x";
+    silver.info.snapshot_id = "cb";
+    silver.info.path = Silver() + "/.strata-snapshots/cb";
+    silver.info.method = "copy";
+    silver.info.files = {{Silver() + "/mail01.qcow2", "mail01.qcow2", 1, "copy"}};
+    return std::vector<TakenSnapshot>{silver};
+  };
+  BackupParams params = Params({"web01", "mail01"}, ConsistencyMode::kPause, "cb");
+  params.coordination = &c;
+  absl::StatusOr<BackupOutcome> out = engine_->Run(params, nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->manifest.state, "succeeded") << Vm(out->manifest, "mail01").error;
+  // The plan was asked while the VMs were held (paused), with both volumes' needs.
+  ASSERT_EQ(c.state_at_plan.size(), 1u);
+  EXPECT_EQ(c.state_at_plan[0], hypervisor::DomainState::kPaused);
+  EXPECT_EQ(c.needs_seen.size(), 2u);
+  // gold taken here with the other host's file in it; silver not taken here.
+  EXPECT_TRUE(fs::is_regular_file(Gold() + "/.strata-snapshots/cb/web01.qcow2"));
+  EXPECT_TRUE(fs::is_regular_file(Gold() + "/.strata-snapshots/cb/web03.qcow2"));
+  ASSERT_EQ(c.taken_seen.size(), 1u);
+  EXPECT_EQ(c.taken_seen[0].volume_name, "gold");
+  EXPECT_EQ(c.taken_seen[0].host, "host-a");
+  const backup::ManifestVm& mail01 = Vm(out->manifest, "mail01");
+  ASSERT_EQ(mail01.disks.size(), 1u);
+  EXPECT_EQ(mail01.disks[0].snapshot_path, Silver() + "/.strata-snapshots/cb/mail01.qcow2");
+  // This host's part of the manifest beside the snapshot host-x took; its own beside gold's.
+  EXPECT_TRUE(fs::is_regular_file(Silver() + "/.strata-snapshots/cb@host-a.manifest.json"));
+  EXPECT_TRUE(fs::is_regular_file(Gold() + "/.strata-snapshots/cb.manifest.json"));
+  EXPECT_EQ(State("web01"), hypervisor::DomainState::kRunning);
+  EXPECT_EQ(State("mail01"), hypervisor::DomainState::kRunning);
+  // Deleting the snapshot removes every host's part of its manifest.
+  ASSERT_TRUE(engine_->DeleteSnapshot(c.needs_seen[1].volume_id, "cb").ok());
+  EXPECT_FALSE(fs::exists(Silver() + "/.strata-snapshots/cb@host-a.manifest.json"));
+}
+
+TEST_F(BackupEngineTest, ACoordinatorThatGoesAwayFailsTheVmsAndReleasesThem) {
+  ScriptedCoordination c;
+  c.plan = [](const std::vector<VolumeNeed>&) -> absl::StatusOr<std::vector<VolumeNeed>> {
+    return absl::UnavailableError("the coordinator went away");
+  };
+  c.exchange = [](const std::vector<TakenSnapshot>&) -> absl::StatusOr<std::vector<TakenSnapshot>> {
+    ADD_FAILURE() << "no exchange after a failed plan";
+    return std::vector<TakenSnapshot>{};
+  };
+  BackupParams params = Params({"web01", "mail01"}, ConsistencyMode::kPause, "gone");
+  params.coordination = &c;
+  absl::StatusOr<BackupOutcome> out = engine_->Run(params, nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->manifest.state, "failed");
+  EXPECT_THAT(Vm(out->manifest, "web01").error,
+              HasSubstr("cluster snapshot planning failed: the coordinator went away"));
+  EXPECT_EQ(State("web01"), hypervisor::DomainState::kRunning);
+  EXPECT_EQ(State("mail01"), hypervisor::DomainState::kRunning);
+  EXPECT_FALSE(fs::exists(Gold() + "/.strata-snapshots/gone"));
+  EXPECT_TRUE(VmSnapshots("web01").empty());
+}
+
 }  // namespace
 }  // namespace strata::agent

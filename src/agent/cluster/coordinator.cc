@@ -261,6 +261,14 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
   return absl::NotFoundError(message);
 }
 
+std::vector<absl::StatusOr<VmOwner>> ClusterCoordinator::Owners(
+    const std::vector<std::string>& vms) {
+  std::vector<absl::StatusOr<VmOwner>> out;
+  out.reserve(vms.size());
+  for (size_t i = 0; i < vms.size(); ++i) out.push_back(Owner(vms[i], /*refresh=*/i == 0));
+  return out;
+}
+
 absl::StatusOr<ClusterView> ClusterCoordinator::Discover() {
   std::vector<ClusterMember> members = impl_->CurrentMembers();
   std::vector<v1::DiscoverResponse> responses(members.size());

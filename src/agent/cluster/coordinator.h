@@ -88,6 +88,9 @@ class ClusterCoordinator {
   // reachable=false and the reason. NotFound "VM 'x' is on no member of cluster 'c'" (naming
   // members that could not be asked).
   absl::StatusOr<VmOwner> Owner(const std::string& vm, bool refresh = false);
+  // The owners of several VMs from one fresh round of asking the members (so a VM that moved
+  // since the last look is found where it runs now), in the order of `vms`.
+  std::vector<absl::StatusOr<VmOwner>> Owners(const std::vector<std::string>& vms);
 
   // Every reachable member's whole graph, merged, with the cluster node and its has_member
   // edges. Members that fail are listed in `unreachable`.

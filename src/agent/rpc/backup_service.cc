@@ -1,8 +1,11 @@
 #include "backup_service.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -43,6 +46,8 @@ v1::Consistency ToProto(const std::string& name) {
   return v1::CONSISTENCY_UNSPECIFIED;
 }
 
+}  // namespace
+
 // The last message of a backup stream: per-VM results, the graph and the manifest.
 v1::BackupEvent ResultEvent(const backup::BackupManifest& manifest, const core::Graph& graph) {
   v1::BackupEvent event;
@@ -62,7 +67,167 @@ v1::BackupEvent ResultEvent(const backup::BackupManifest& manifest, const core::
   return event;
 }
 
+namespace {
+
+void ToProto(const VolumeNeed& need, v1::VolumeFiles* out) {
+  out->set_volume_id(need.volume_id);
+  out->set_volume_name(need.volume_name);
+  for (const std::string& f : need.files) out->add_files(f);
+}
+
+VolumeNeed FromProto(const v1::VolumeFiles& in) {
+  return {in.volume_id(), in.volume_name(), {in.files().begin(), in.files().end()}};
+}
+
+void ToProto(const TakenSnapshot& taken, v1::TakenSnapshot* out) {
+  out->set_volume_id(taken.volume_id);
+  out->set_volume_name(taken.volume_name);
+  out->set_volume_root(taken.volume_root);
+  out->set_plugin(taken.plugin);
+  out->set_host_id(taken.host);
+  out->set_snapshot_id(taken.info.snapshot_id);
+  out->set_path(taken.info.path);
+  out->set_method(taken.info.method);
+  for (const plugin::SnapshotFile& f : taken.info.files) {
+    v1::SnapshotFileInfo* file = out->add_files();
+    file->set_source_path(f.source_path);
+    file->set_path_in_snapshot(f.path_in_snapshot);
+    file->set_size_bytes(f.size_bytes);
+    file->set_method(f.method);
+  }
+}
+
+TakenSnapshot FromProto(const v1::TakenSnapshot& in) {
+  TakenSnapshot out{in.volume_id(), in.volume_name(), in.volume_root(),
+                    in.plugin(),    in.host_id(),     {}};
+  out.info.snapshot_id = in.snapshot_id();
+  out.info.path = in.path();
+  out.info.method = in.method();
+  for (const v1::SnapshotFileInfo& f : in.files()) {
+    out.info.files.push_back({f.source_path(), f.path_in_snapshot(), f.size_bytes(), f.method()});
+  }
+  return out;
+}
+
 }  // namespace
+
+struct BackupService::Mailbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<v1::ContinueBackupRequest> inbox;
+};
+
+namespace {
+
+// The owner's side of a coordinated cluster backup: `hold` events up the stream, the
+// coordinator's ContinueBackup messages through the mailbox.
+class ForwardedCoordination final : public SnapshotCoordination {
+ public:
+  ForwardedCoordination(BackupService::Mailbox& mailbox, grpc::ServerContext* context,
+                        std::function<bool(const v1::BackupEvent&)> send, std::string host_id,
+                        std::chrono::milliseconds timeout)
+      : mailbox_(mailbox),
+        context_(context),
+        send_(std::move(send)),
+        host_id_(std::move(host_id)),
+        timeout_(timeout) {}
+
+  absl::StatusOr<std::vector<VolumeNeed>> Plan(const std::vector<VolumeNeed>& needs) override {
+    v1::BackupEvent event;
+    v1::BackupHold* hold = event.mutable_hold();
+    hold->set_phase("planning");
+    hold->set_host_id(host_id_);
+    for (const VolumeNeed& need : needs) ToProto(need, hold->add_needs());
+    absl::StatusOr<v1::ContinueBackupRequest> answer = Ask(event, "plan");
+    if (!answer.ok()) return answer.status();
+    std::vector<VolumeNeed> take;
+    for (const v1::VolumeFiles& v : answer->take()) take.push_back(FromProto(v));
+    return take;
+  }
+
+  absl::StatusOr<std::vector<TakenSnapshot>> Exchange(
+      const std::vector<TakenSnapshot>& taken_here) override {
+    v1::BackupEvent event;
+    v1::BackupHold* hold = event.mutable_hold();
+    hold->set_phase("taken");
+    hold->set_host_id(host_id_);
+    for (const TakenSnapshot& t : taken_here) ToProto(t, hold->add_taken());
+    absl::StatusOr<v1::ContinueBackupRequest> answer = Ask(event, "snapshots");
+    if (!answer.ok()) return answer.status();
+    std::vector<TakenSnapshot> others;
+    for (const v1::TakenSnapshot& t : answer->snapshots()) others.push_back(FromProto(t));
+    return others;
+  }
+
+ private:
+  absl::StatusOr<v1::ContinueBackupRequest> Ask(const v1::BackupEvent& event,
+                                                const std::string& phase) {
+    if (!send_(event)) {
+      return absl::UnavailableError("the coordinator is gone (its request stream closed)");
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    std::unique_lock lock(mailbox_.mu);
+    while (true) {
+      for (auto it = mailbox_.inbox.begin(); it != mailbox_.inbox.end(); ++it) {
+        if (it->phase() != phase) continue;
+        v1::ContinueBackupRequest answer = std::move(*it);
+        mailbox_.inbox.erase(it);
+        if (!answer.error().empty()) return absl::AbortedError(answer.error());
+        return answer;
+      }
+      if (context_->IsCancelled()) {
+        return absl::UnavailableError("the coordinator went away (its request was cancelled)");
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::DeadlineExceededError(util::Cat("no word from the coordinator within ",
+                                                     timeout_.count(), " ms (", phase, ")"));
+      }
+      mailbox_.cv.wait_for(lock, std::chrono::milliseconds(50));
+    }
+  }
+
+  BackupService::Mailbox& mailbox_;
+  grpc::ServerContext* context_;
+  std::function<bool(const v1::BackupEvent&)> send_;
+  const std::string host_id_;
+  const std::chrono::milliseconds timeout_;
+};
+
+}  // namespace
+
+std::shared_ptr<BackupService::Mailbox> BackupService::OpenMailbox(const std::string& backup_id) {
+  std::lock_guard lock(mailboxes_mu_);
+  auto& slot = mailboxes_[backup_id];
+  slot = std::make_shared<Mailbox>();
+  return slot;
+}
+
+void BackupService::CloseMailbox(const std::string& backup_id) {
+  std::lock_guard lock(mailboxes_mu_);
+  mailboxes_.erase(backup_id);
+}
+
+grpc::Status BackupService::ContinueBackup(grpc::ServerContext*,
+                                           const v1::ContinueBackupRequest* request,
+                                           v1::ContinueBackupResponse*) {
+  std::shared_ptr<Mailbox> mailbox;
+  {
+    std::lock_guard lock(mailboxes_mu_);
+    auto it = mailboxes_.find(request->backup_id());
+    if (it != mailboxes_.end()) mailbox = it->second;
+  }
+  if (!mailbox) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        util::Cat("no coordinated backup '", request->backup_id(),
+                                  "' is waiting on host '", host_.config().host_id, "'"));
+  }
+  {
+    std::lock_guard lock(mailbox->mu);
+    mailbox->inbox.push_back(*request);
+  }
+  mailbox->cv.notify_all();
+  return grpc::Status::OK;
+}
 
 FaultInjector FaultsFromEnvironment() {
   const char* text = std::getenv("STRATA_AGENT_FAULTS");
@@ -149,12 +314,22 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
   params.snapshot_name = request->snapshot_name();
   std::mutex write_mutex;  // progress may come from the engine's thread only, but be safe
   bool client_gone = false;
-  absl::StatusOr<BackupOutcome> outcome = engine_.Run(params, [&](const BackupStep& step) {
+  // The backup goes on when the client is gone: stopping half-way would leave more to clean up.
+  const auto send = [&](const v1::BackupEvent& event) {
     std::lock_guard lock(write_mutex);
-    if (client_gone || context->IsCancelled()) {
-      client_gone = true;
-      return;  // the backup goes on: stopping half-way would leave more to clean up
-    }
+    if (client_gone || context->IsCancelled() || !writer->Write(event)) client_gone = true;
+    return !client_gone;
+  };
+  std::optional<ForwardedCoordination> coordination;
+  std::shared_ptr<Mailbox> mailbox;
+  if (request->forwarded() && request->coordinated_snapshots()) {
+    const int timeout_ms = request->hold_timeout_ms() > 0 ? request->hold_timeout_ms() : 60000;
+    mailbox = OpenMailbox(request->backup_id());
+    coordination.emplace(*mailbox, context, send, host_.config().host_id,
+                         std::chrono::milliseconds(timeout_ms));
+    params.coordination = &*coordination;
+  }
+  absl::StatusOr<BackupOutcome> outcome = engine_.Run(params, [&](const BackupStep& step) {
     v1::BackupEvent event;
     v1::BackupProgress* p = event.mutable_progress();
     p->set_vm_uuid(step.vm_uuid);
@@ -163,132 +338,15 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
     p->set_message(step.message);
     p->set_percent(step.percent);
     p->set_time_unix_ms(NowMs());
-    if (!writer->Write(event)) client_gone = true;
+    send(event);
   });
+  if (coordination) CloseMailbox(request->backup_id());
   if (!outcome.ok()) return rpc::ToGrpcStatus(outcome.status());
   if (!elsewhere.empty()) {
     for (backup::ManifestVm& vm : elsewhere) outcome->manifest.vms.push_back(std::move(vm));
     outcome->manifest.state = outcome->manifest.state == "failed" ? "failed" : "partial";
   }
   writer->Write(ResultEvent(outcome->manifest, outcome->graph));
-  return grpc::Status::OK;
-}
-
-grpc::Status BackupService::RunForCluster(grpc::ServerContext* context,
-                                          const v1::BackupRequest& request,
-                                          grpc::ServerWriter<v1::BackupEvent>* writer) {
-  const auto started = NowMs();
-  std::vector<std::string> vms(request.vms().begin(), request.vms().end());
-  if (vms.empty()) {
-    absl::StatusOr<ClusterView> view = cluster_->Discover();
-    if (!view.ok()) return rpc::ToGrpcStatus(view.status());
-    for (const VmSummary& vm : view->vms) vms.push_back(vm.uuid);
-  }
-  // Owners; a VM without a reachable owner fails here with the reason.
-  struct Group {
-    std::string endpoint;
-    std::vector<std::string> vms;
-  };
-  std::map<std::string, Group> groups;
-  std::vector<backup::ManifestVm> failures;
-  for (const std::string& vm : vms) {
-    absl::StatusOr<VmOwner> owner = cluster_->Owner(vm);
-    std::string error;
-    if (!owner.ok()) {
-      error = util::Cat("cannot find the owner of VM '", vm, "': ", owner.status().message());
-    } else if (!owner->reachable) {
-      error = util::Cat("owner ", owner->member.host_id, " of VM '", vm,
-                        "' is unreachable: ", owner->error);
-    }
-    if (!error.empty()) {
-      backup::ManifestVm failed;
-      failed.uuid = owner.ok() ? owner->vm.uuid : vm;
-      failed.name = owner.ok() ? owner->vm.name : vm;
-      failed.host = owner.ok() ? owner->member.host_id : "";
-      failed.error = std::move(error);
-      failures.push_back(std::move(failed));
-      continue;
-    }
-    Group& group = groups[owner->member.host_id];
-    group.endpoint = owner->member.endpoint;
-    group.vms.push_back(owner->vm.uuid);
-  }
-  // One forwarded sub-request per owner, in parallel; progress passes through.
-  std::mutex mu;
-  std::vector<backup::BackupManifest> manifests;
-  core::Graph graph;
-  std::vector<std::thread> threads;
-  for (const auto& [host_id, group] : groups) {
-    threads.emplace_back([&, host_id = host_id, group = group] {
-      v1::BackupRequest sub = request;
-      sub.set_forwarded(true);
-      sub.clear_cluster();
-      sub.clear_vms();
-      for (const std::string& vm : group.vms) sub.add_vms(vm);
-      const std::string base =
-          request.snapshot_name().empty() ? request.name() : request.snapshot_name();
-      if (groups.size() > 1) sub.set_snapshot_name(util::Cat(base, ".", host_id));
-      auto stub = v1::Backup::NewStub(
-          grpc::CreateChannel(group.endpoint, grpc::InsecureChannelCredentials()));
-      grpc::ClientContext sub_context;
-      auto reader = stub->RunBackup(&sub_context, sub);
-      v1::BackupEvent event;
-      std::optional<v1::BackupResponse> response;
-      while (reader->Read(&event)) {
-        if (event.has_progress()) {
-          std::lock_guard lock(mu);
-          if (!context->IsCancelled()) writer->Write(event);
-        } else if (event.has_result()) {
-          response = event.result();
-        }
-      }
-      grpc::Status status = reader->Finish();
-      std::lock_guard lock(mu);
-      absl::StatusOr<backup::BackupManifest> manifest =
-          response ? backup::ParseManifest(response->manifest_json())
-                   : absl::StatusOr<backup::BackupManifest>(absl::UnavailableError(""));
-      if (!status.ok() || !manifest.ok()) {
-        const std::string why =
-            !status.ok() ? status.error_message() : std::string(manifest.status().message());
-        for (const std::string& vm : group.vms) {
-          backup::ManifestVm failed;
-          failed.uuid = vm;
-          failed.name = vm;
-          failed.host = host_id;
-          failed.error = util::Cat("backup on member ", host_id, " failed: ", why);
-          failures.push_back(std::move(failed));
-        }
-        return;
-      }
-      if (absl::StatusOr<core::Graph> part = rpc::GraphFromProto(response->graph()); part.ok()) {
-        graph.Merge(*part).IgnoreError();
-      }
-      manifests.push_back(*std::move(manifest));
-    });
-  }
-  for (std::thread& t : threads) t.join();
-
-  // One answer: every owner's VMs and snapshots, and the VMs that could not be reached.
-  backup::BackupManifest merged;
-  merged.backup_id = request.backup_id();
-  merged.name = request.name();
-  merged.requester = request.requester();
-  merged.policy = request.policy();
-  merged.started_at_ms = started;
-  for (const backup::BackupManifest& m : manifests) {
-    if (merged.consistency_requested.empty())
-      merged.consistency_requested = m.consistency_requested;
-    if (merged.fallback.empty()) merged.fallback = m.fallback;
-    merged.vms.insert(merged.vms.end(), m.vms.begin(), m.vms.end());
-    merged.snapshots.insert(merged.snapshots.end(), m.snapshots.begin(), m.snapshots.end());
-  }
-  merged.vms.insert(merged.vms.end(), failures.begin(), failures.end());
-  size_t ok = 0;
-  for (const backup::ManifestVm& vm : merged.vms) ok += vm.ok ? 1 : 0;
-  merged.state = ok == merged.vms.size() ? "succeeded" : ok == 0 ? "failed" : "partial";
-  merged.finished_at_ms = NowMs();
-  merged.graph = core::ToJson(graph, core::WholeGraph(graph));
-  writer->Write(ResultEvent(merged, graph));
   return grpc::Status::OK;
 }
 

@@ -4,6 +4,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
 #include "strata/agent/backup_engine.h"
 #include "strata/v1/agent.grpc.pb.h"
 
@@ -16,6 +21,14 @@ class ClusterCoordinator;
 // forwarded (this host's own too, through its endpoint) and the answers are consolidated into one
 // result and one manifest. A forwarded request is never forwarded again: its VMs that are not
 // here fail with that reason (the loop guard).
+//
+// When several owners take part, the coordinator plans the storage snapshots (see
+// BackupRequest.coordinated_snapshots): every owner brings its VMs to the requested consistency
+// and reports the volumes it needs; each volume is then snapshotted once, by the coordinator
+// when it needs the volume itself, else by the first owner (by host id) that does; every owner
+// gets the snapshots the others took and releases its VMs. Shared snapshots that no VM kept are
+// deleted by the coordinator. An owner that hears nothing (coordinator dead, or timeout)
+// releases its VMs and fails those that needed a snapshot from elsewhere.
 class BackupService final : public v1::Backup::Service {
  public:
   BackupService(BackupEngine& engine, HostServices& host, ClusterCoordinator* cluster)
@@ -25,15 +38,25 @@ class BackupService final : public v1::Backup::Service {
   grpc::Status DeleteSnapshot(grpc::ServerContext* context,
                               const v1::DeleteSnapshotRequest* request,
                               v1::DeleteSnapshotResponse* response) override;
+  grpc::Status ContinueBackup(grpc::ServerContext* context,
+                              const v1::ContinueBackupRequest* request,
+                              v1::ContinueBackupResponse* response) override;
+
+  // An owner's coordinated backup waiting for its coordinator's ContinueBackup messages.
+  struct Mailbox;
 
  private:
   grpc::Status RunForCluster(grpc::ServerContext* context, const v1::BackupRequest& request,
                              grpc::ServerWriter<v1::BackupEvent>* writer);
   bool IsLocal(const std::string& vm);
+  std::shared_ptr<Mailbox> OpenMailbox(const std::string& backup_id);
+  void CloseMailbox(const std::string& backup_id);
 
   BackupEngine& engine_;
   HostServices& host_;
   ClusterCoordinator* cluster_;
+  std::mutex mailboxes_mu_;
+  std::map<std::string, std::shared_ptr<Mailbox>> mailboxes_;  // by backup id
 };
 
 class RestoreService final : public v1::Restore::Service {
@@ -45,6 +68,9 @@ class RestoreService final : public v1::Restore::Service {
  private:
   BackupEngine& engine_;
 };
+
+// The last message of a backup stream: per-VM results, the graph and the manifest.
+v1::BackupEvent ResultEvent(const backup::BackupManifest& manifest, const core::Graph& graph);
 
 // Test-only failure injection from the environment: STRATA_AGENT_FAULTS="step,step" fails the
 // named engine steps (see FaultInjector). Returns nullptr when the variable is unset.
