@@ -836,8 +836,11 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
   const std::string what =
       absl::StrCat("cannot commit disk '", target, "' of ", VmContext(vm, uri_));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // SHALLOW: into the overlay's own backing image only. Without it a NULL base means the bottom
+  // of the chain, and a disk that was itself a qcow2 over a base image would be merged, with
+  // the overlay, into that (shared) base image.
   if (virDomainBlockCommit(domain.get(), target.c_str(), nullptr, nullptr, 0,
-                           VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
+                           VIR_DOMAIN_BLOCK_COMMIT_ACTIVE | VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0) {
     return LibvirtError(what);
   }
   auto abort_job = [&]() -> absl::Status {
