@@ -368,6 +368,8 @@ struct FaultCase {
   std::string state = "running";  // a failed resume leaves it paused (and says so)
 };
 
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << "fault at " << c.step; }
+
 class QemuBackupFaultTest : public QemuBackupTest,
                             public ::testing::WithParamInterface<FaultCase> {};
 
