@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -77,9 +78,9 @@ class QemuBackupTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!QemuAnswers(&why)) GTEST_SKIP() << why;
-    dir_ = fs::temp_directory_path() /
-           ("strata-qbt-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(test.begin(), test.end(), '/', '_');  // parameterised: "Name/param"
+    dir_ = fs::temp_directory_path() / ("strata-qbt-" + std::to_string(getpid()) + "-" + test);
     fs::remove_all(dir_);
     for (const char* sub : {"", "/gold", "/silver", "/state"}) {
       fs::create_directories(dir_.string() + sub);
