@@ -33,6 +33,7 @@ bench: build
 	build/default/bin/api_bench
 	build/default/bin/event_bench
 	build/default/bin/event_latency_bench
+	build/default/bin/qemu_backup_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -17,6 +17,9 @@ PACKAGES=(
   # /usr/sbin/libvirtd: the tests run a private one serving the test driver on their own socket
   # (tests/integration/private_libvirtd.h); nothing is started or enabled system-wide
   libvirt-daemon
+  # real QEMU/KVM through the system libvirtd (qemu:///system): the real-QEMU tests and bench;
+  # scripts/qemu-env.sh starts virtlogd and libvirtd for them (there is no init system here)
+  libvirt-daemon-system qemu-system-x86
 )
 
 missing=()

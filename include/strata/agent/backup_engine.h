@@ -6,6 +6,10 @@
 // Guarantees (also across a crash of the agent: see RecoverInterrupted):
 //  - A VM this engine paused or froze is resumed or thawed before Run returns, whatever failed
 //    in between (a scope guard releases in reverse order; its own failures are reported).
+//  - A VM this engine put on overlays (real QEMU, external disk-only snapshot) is back on its
+//    original disk chain before Run returns, overlay files and snapshot record gone; if merging
+//    failed twice, the overlays are in a journal of their own that RecoverInterrupted finishes.
+//    Each VM is released as soon as the storage snapshots of its own volumes exist.
 //  - A backup's storage snapshots that no succeeded VM uses are deleted before Run returns; so
 //    are VM-level snapshots of failed VMs. What stays is described by the returned manifest and
 //    by the manifest files on the volumes.
@@ -37,7 +41,9 @@ std::string_view ConsistencyName(ConsistencyMode mode);  // "crash", "pause", "q
 absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text);
 
 // Failure injection for tests: called with the step name before each step ("pause:<vm>",
-// "freeze:<vm>", "vm-snapshot:<vm>", "storage-snapshot:<volume>", "storage-snapshot-done:<volume>"
+// "freeze:<vm>", "vm-snapshot:<vm>", "overlay:<vm>", "overlay-done:<vm>" (after the external
+// snapshot exists), "commit:<vm>" and "commit-retry:<vm>" (bringing it back from its overlays),
+// "storage-snapshot:<volume>", "storage-snapshot-done:<volume>"
 // (after it was taken), "resume:<vm>", "verify:<vm>", "manifest",
 // "copy:<vm>:<disk>", "define:<vm>", "start:<vm>"). A non-OK status fails that step as if the
 // operation had failed.
@@ -83,8 +89,13 @@ struct BackupParams {
   bool verify = false;                      // xxh3 checksum of every disk copy
   std::string requester;
   std::string policy;
-  // "auto": internal VM snapshots where the hypervisor keeps them (test driver), none otherwise.
-  std::string vm_snapshot = "auto";  // "auto", "internal", "none"
+  // "auto": internal VM snapshots on libvirt's test driver; on real QEMU an external disk-only
+  // snapshot of every running VM (overlays beside its disks, so that the storage snapshot is
+  // taken of frozen base images), merged back (active commit, pivot) as soon as the storage
+  // snapshots of its volumes exist. "external" asks for that on any hypervisor.
+  std::string vm_snapshot = "auto";  // "auto", "internal", "external", "none"
+  // The longest an overlay's active commit may take (per disk) before it is aborted.
+  std::chrono::milliseconds commit_timeout = std::chrono::minutes(10);
   // Cluster backups (forwarded by a coordinator): who takes which storage snapshot. Null: this
   // host snapshots every volume it needs. Borrowed for the duration of Run.
   SnapshotCoordination* coordination = nullptr;

@@ -134,8 +134,9 @@ class Hypervisor {
   virtual absl::StatusOr<std::vector<std::string>> ListVmSnapshots(const std::string& vm) {
     return Missing(vm, "VM snapshots");
   }
-  // Merges the active overlay of disk `target` back into its backing image and pivots to it
-  // (virDomainBlockCommit ACTIVE, then virDomainBlockJobAbort PIVOT once ready), waiting at most
+  // Merges the active overlay of disk `target` back into its immediate backing image (never
+  // deeper) and pivots to it (virDomainBlockCommit ACTIVE|SHALLOW, then virDomainBlockJobAbort
+  // PIVOT once ready), waiting at most
   // `timeout`. Used after an external disk-only snapshot.
   virtual absl::Status CommitActiveOverlay(const std::string& vm, const std::string& target,
                                            std::chrono::milliseconds timeout) {

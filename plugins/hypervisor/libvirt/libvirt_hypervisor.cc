@@ -667,7 +667,18 @@ absl::StatusOr<std::vector<std::string>> DiskTargets(virDomainPtr domain,
   return targets;
 }
 
-constexpr std::chrono::milliseconds kBlockJobPollInterval(20);
+// Block job polling: a small overlay is merged in a few milliseconds, a large one takes seconds;
+// start at 1 ms and double up to 20 ms, so that the VM is back on its base image soon after.
+class PollBackoff {
+ public:
+  void Sleep() {
+    std::this_thread::sleep_for(next_);
+    next_ = std::min(next_ * 2, std::chrono::microseconds(20000));
+  }
+
+ private:
+  std::chrono::microseconds next_{1000};
+};
 
 }  // namespace
 
@@ -836,10 +847,14 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
   const std::string what =
       absl::StrCat("cannot commit disk '", target, "' of ", VmContext(vm, uri_));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // SHALLOW: into the overlay's own backing image only. Without it a NULL base means the bottom
+  // of the chain, and a disk that was itself a qcow2 over a base image would be merged, with
+  // the overlay, into that (shared) base image.
   if (virDomainBlockCommit(domain.get(), target.c_str(), nullptr, nullptr, 0,
-                           VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
+                           VIR_DOMAIN_BLOCK_COMMIT_ACTIVE | VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0) {
     return LibvirtError(what);
   }
+  PollBackoff backoff;
   auto abort_job = [&]() -> absl::Status {
     // Synchronous: once it returns, the job is gone and the VM still uses the overlay.
     if (virDomainBlockJobAbort(domain.get(), target.c_str(), 0) < 0) {
@@ -867,7 +882,7 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
     }
     if (info.end > 0 && info.cur == info.end) break;
     if (std::chrono::steady_clock::now() >= deadline) return abort_job();
-    std::this_thread::sleep_for(kBlockJobPollInterval);
+    backoff.Sleep();
   }
   // 2. Pivot. libvirt may not yet have processed QEMU's "ready" event that query-block-jobs
   // already shows: it then answers BLOCK_COPY_ACTIVE ("not ready for pivot yet"); try again.
@@ -879,7 +894,7 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
       return error;
     }
     if (std::chrono::steady_clock::now() >= deadline) return abort_job();
-    std::this_thread::sleep_for(kBlockJobPollInterval);
+    backoff.Sleep();
   }
   // 3. Until no job remains on the disk (the pivot above is synchronous; this is a guard).
   while (true) {
@@ -892,7 +907,7 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
           absl::StrCat(what, ": the pivot was accepted but the block job was still there after ",
                        timeout.count(), " ms"));
     }
-    std::this_thread::sleep_for(kBlockJobPollInterval);
+    backoff.Sleep();
   }
 }
 

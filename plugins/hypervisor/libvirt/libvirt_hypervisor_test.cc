@@ -953,12 +953,12 @@ TEST_F(LibvirtQemuTest, SnapshotErrorsOfQemuKeepLibvirtsMessage) {
                 "cannot commit disk 'vdz' of VM '", uuid_,
                 "' on hypervisor 'qemu:///system': invalid argument: disk 'vdz' not found in "
                 "domain")));
-  // Nothing to commit: vda has no backing image.
+  // Nothing to commit: vda has no backing image (the shallow commit names the top image).
   EXPECT_EQ(hypervisor_->CommitActiveOverlay(uuid_, "vda", std::chrono::seconds(5)),
-            absl::InvalidArgumentError(absl::StrCat(
-                "cannot commit disk 'vda' of VM '", uuid_,
-                "' on hypervisor 'qemu:///system': invalid argument: could not find base image "
-                "in chain for 'vda'")));
+            absl::InvalidArgumentError(
+                absl::StrCat("cannot commit disk 'vda' of VM '", uuid_,
+                             "' on hypervisor 'qemu:///system': invalid argument: top '", base_,
+                             "' in chain for '", base_, "' has no backing file")));
   EXPECT_EQ(hypervisor_->Resume(uuid_),
             absl::FailedPreconditionError(absl::StrCat(
                 "cannot resume VM '", uuid_,

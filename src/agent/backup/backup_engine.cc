@@ -16,6 +16,7 @@
 #include "strata/core/query.h"
 #include "strata/storage/file_copy.h"
 #include "strata/util/strings.h"
+#include "vm_overlay.h"
 
 namespace strata::agent {
 namespace {
@@ -121,6 +122,10 @@ struct VmWork {
   bool failed = false;
   bool paused_by_us = false;
   bool frozen_by_us = false;
+  // Real QEMU: the external disk-only snapshot of this VM, while it writes to its overlays.
+  std::optional<overlay::VmOverlayPlan> overlay;
+  bool on_overlay = false;
+  bool released = false;  // released (resume, thaw) already, perhaps before the others
 
   // The first failure is the VM's reason; later steps stop at `failed`.
   void Fail(std::string error) {
@@ -187,9 +192,9 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
     return absl::InvalidArgumentError("quiesce cannot be a fallback (fallback: pause or crash)");
   }
   if (params.vm_snapshot != "auto" && params.vm_snapshot != "internal" &&
-      params.vm_snapshot != "none") {
+      params.vm_snapshot != "external" && params.vm_snapshot != "none") {
     return absl::InvalidArgumentError(util::Cat("unknown VM snapshot mode '", params.vm_snapshot,
-                                                "' (expected auto, internal or none)"));
+                                                "' (expected auto, internal, external or none)"));
   }
   std::lock_guard run_lock(run_mutex_);
   const std::string host_id = host_.config().host_id;
@@ -361,36 +366,82 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
     if (s.ok()) w.frozen_by_us = true;
     return s;
   };
+  // Overlays whose commit failed twice: handed to a journal of their own for the next start.
+  std::vector<overlay::VmOverlayPlan> leftover_overlays;
+  const auto commit_vm = [&](VmWork& w) {
+    if (!w.on_overlay) return;
+    report(&w, "commit", "merging the overlays back (active commit, pivot)", 72);
+    const auto undo = [&](const std::string& step) {
+      absl::Status s = fault(step + w.vm.name);
+      if (!s.ok()) return s;
+      return host_.WithHypervisor(
+          [&](Hypervisor& h) { return overlay::Undo(h, *w.overlay, params.commit_timeout); });
+    };
+    absl::Status s = undo("commit:");
+    if (!s.ok()) {
+      spdlog::warn("backup {}: bringing VM '{}' back from its overlays failed ({}); retrying",
+                   params.name, w.vm.name, Msg(s));
+      s = undo("commit-retry:");
+    }
+    w.on_overlay = false;
+    if (s.ok()) {
+      report(&w, "committed", "back on its original disks", 74);
+      return;
+    }
+    spdlog::error("backup {}: VM '{}' is still on its overlays: {}", params.name, w.vm.name,
+                  Msg(s));
+    w.AddFailure(util::Cat("VM '", w.vm.name,
+                           "' could not be brought back from its overlays onto its original "
+                           "disks (the agent retries at its next start): ",
+                           Msg(s)));
+    leftover_overlays.push_back(*w.overlay);
+  };
+  const auto release_vm = [&](VmWork& w) {
+    if (w.released) return;  // once: a failed resume is not retried
+    w.released = true;
+    if (w.frozen_by_us) {
+      report(&w, "thaw", "thawing guest file systems", 75);
+      absl::Status s =
+          host_.WithHypervisor([&](Hypervisor& h) { return h.ThawFilesystems(w.domain.uuid); });
+      if (s.ok()) {
+        w.frozen_by_us = false;
+      } else {
+        spdlog::error("backup {}: thaw of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
+        w.AddFailure(
+            util::Cat("file systems of VM '", w.vm.name, "' could not be thawed: ", Msg(s)));
+      }
+    }
+    if (w.paused_by_us) {
+      report(&w, "resume", "resuming", 75);
+      absl::Status s = fault("resume:" + w.vm.name);
+      if (s.ok()) {
+        s = host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(w.domain.uuid); });
+      }
+      if (s.ok()) {
+        w.paused_by_us = false;
+      } else {
+        spdlog::error("backup {}: resume of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
+        w.AddFailure(util::Cat("VM '", w.vm.name, "' could not be resumed: ", Msg(s)));
+      }
+    }
+  };
   bool released = false;
   const auto release = [&]() {
     if (released) return;
     released = true;
     for (auto it = work.rbegin(); it != work.rend(); ++it) {
-      VmWork& w = *it;
-      if (w.frozen_by_us) {
-        report(&w, "thaw", "thawing guest file systems", 75);
-        absl::Status s =
-            host_.WithHypervisor([&](Hypervisor& h) { return h.ThawFilesystems(w.domain.uuid); });
-        if (s.ok()) {
-          w.frozen_by_us = false;
-        } else {
-          spdlog::error("backup {}: thaw of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
-          w.AddFailure(
-              util::Cat("file systems of VM '", w.vm.name, "' could not be thawed: ", Msg(s)));
-        }
-      }
-      if (w.paused_by_us) {
-        report(&w, "resume", "resuming", 75);
-        absl::Status s = fault("resume:" + w.vm.name);
-        if (s.ok()) {
-          s = host_.WithHypervisor([&](Hypervisor& h) { return h.Resume(w.domain.uuid); });
-        }
-        if (s.ok()) {
-          w.paused_by_us = false;
-        } else {
-          spdlog::error("backup {}: resume of VM '{}' failed: {}", params.name, w.vm.name, Msg(s));
-          w.AddFailure(util::Cat("VM '", w.vm.name, "' could not be resumed: ", Msg(s)));
-        }
+      commit_vm(*it);
+      release_vm(*it);
+    }
+    if (!leftover_overlays.empty()) {
+      const std::string& state_dir = host_.config().state_dir;
+      absl::Status s = state_dir.empty()
+                           ? absl::FailedPreconditionError("no state_dir is configured")
+                           : overlay::WriteLeftoverJournal(
+                                 (std::filesystem::path(state_dir) / kJournalDir).string(),
+                                 params.backup_id + "-overlays", params.name, leftover_overlays);
+      if (!s.ok()) {
+        spdlog::error("backup {}: cannot record the overlays left behind: {}", params.name, Msg(s));
       }
     }
   };
@@ -420,8 +471,29 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
   }
 
   // ---- VM-level snapshots
+  const auto take_overlay = [&](VmWork& w) {
+    std::vector<std::pair<std::string, std::string>> disks;
+    for (const DiskPlan& d : w.disks) disks.emplace_back(d.target, d.source_path);
+    w.overlay = overlay::MakePlan(w.domain, disks, params.name);
+    report(&w, "overlay", util::Cat("external disk-only snapshot '", params.name, "'"), 25);
+    absl::Status s = fault("overlay:" + w.vm.name);
+    journal.Add("overlays", w.overlay->ToJson());
+    if (s.ok()) {
+      s = host_.WithHypervisor([&](Hypervisor& h) { return overlay::Create(h, *w.overlay); });
+      if (s.ok()) {
+        w.on_overlay = true;
+        w.vm.vm_snapshot_kind = "external";
+        s = fault("overlay-done:" + w.vm.name);
+      }
+    }
+    if (!s.ok()) w.Fail(util::Cat("VM snapshot of '", w.vm.name, "' failed: ", Msg(s)));
+  };
   for (VmWork& w : work) {
     if (w.failed) continue;
+    if (overlay::Wanted(params.vm_snapshot, w.domain)) {
+      take_overlay(w);
+      continue;
+    }
     const bool internal =
         params.vm_snapshot == "internal" ||
         (params.vm_snapshot == "auto" && util::ToLower(w.domain.hypervisor_type) == "test");
@@ -442,6 +514,12 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       });
     }
     if (!s.ok()) w.Fail(util::Cat("VM snapshot of '", w.vm.name, "' failed: ", Msg(s)));
+  }
+
+  // Base images frozen under overlays (or the VM failed): nothing is gained by keeping the VM
+  // paused or frozen any longer.
+  for (VmWork& w : work) {
+    if (w.on_overlay || w.failed) release_vm(w);
   }
 
   // ---- storage snapshots: one per volume, serving every disk on it
@@ -498,6 +576,19 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       }
     }
   }
+  // Each VM is released (its overlays committed, resumed, thawed) as soon as the snapshots of
+  // all the volumes it uses exist, not after every volume's.
+  std::map<size_t, size_t> volumes_pending;
+  for (const auto& [volume_id, v] : volumes) {
+    for (size_t i : v.vms) ++volumes_pending[i];
+  }
+  const auto volume_done = [&](const VolumeWork& v) {
+    for (size_t i : v.vms) {
+      if (--volumes_pending[i] != 0) continue;
+      commit_vm(work[i]);
+      release_vm(work[i]);
+    }
+  };
   int done_volumes = 0;
   for (auto& [volume_id, v] : volumes) {
     if (elsewhere.contains(volume_id)) continue;
@@ -529,6 +620,7 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
                                "' failed: ", Msg(s)));
       }
     }
+    volume_done(v);
   }
 
   if (coordinated) {
@@ -771,6 +863,21 @@ std::vector<std::string> BackupEngine::RecoverInterrupted() {
     auto list = [&](const char* key) {
       return doc.contains(key) && doc[key].is_array() ? doc[key] : nlohmann::json::array();
     };
+    int committed = 0;
+    for (const nlohmann::json& entry : list("overlays")) {
+      absl::StatusOr<overlay::VmOverlayPlan> plan = overlay::VmOverlayPlan::FromJson(entry);
+      absl::Status s = plan.status();
+      if (s.ok()) {
+        s = host_.WithHypervisor(
+            [&](Hypervisor& h) { return overlay::Undo(h, *plan, std::chrono::minutes(10)); });
+      }
+      if (s.ok()) {
+        ++committed;
+      } else {
+        problems.push_back(
+            util::Cat("overlays of VM ", plan.ok() ? plan->vm_name : "?", ": ", Msg(s)));
+      }
+    }
     for (const nlohmann::json& uuid : list("frozen")) {
       absl::Status s = host_.WithHypervisor(
           [&](Hypervisor& h) { return h.ThawFilesystems(uuid.get<std::string>()); });
@@ -812,6 +919,9 @@ std::vector<std::string> BackupEngine::RecoverInterrupted() {
     std::string line = util::Cat("interrupted backup '", name, "' (", id, "): resumed ", resumed,
                                  " VMs, thawed ", thawed, ", removed ", vm_snaps,
                                  " VM snapshots and ", snaps, " storage snapshots");
+    if (!list("overlays").empty()) {
+      line = util::Cat(line, ", brought ", committed, " VMs back from their overlays");
+    }
     if (problems.empty()) {
       std::filesystem::remove(entry.path(), ec);
     } else {
