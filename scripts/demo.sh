@@ -74,10 +74,32 @@ GRPC=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
 HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
 export STRATA_SERVER="http://$HTTP"
 
-step "Starting one strata-agent per host"
+# A port nothing listens on (bash's /dev/tcp: a refused connection means free).
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+  echo "demo: no free port found" >&2
+  return 1
+}
+
+step "Starting one strata-agent per host: host-a and host-b form cluster 'prod', host-c stands alone"
+PORT_A=$(free_port)
+PORT_B=$(free_port)
+declare -A LISTEN=([host-a]="127.0.0.1:$PORT_A" [host-b]="127.0.0.1:$PORT_B" [host-c]="127.0.0.1:0")
+for host in host-a host-b; do
+  # Root keys go before the first [[storage...]] table.
+  sed -i -e '/^cluster/d' "$SITE/agents/$host.toml"
+  sed -i -e "1i cluster = 'prod'\ncluster_members = ['host-a=127.0.0.1:$PORT_A', 'host-b=127.0.0.1:$PORT_B']" \
+    "$SITE/agents/$host.toml"
+done
+echo "\$ head -n 2 $SITE/agents/host-a.toml"
+head -n 2 "$SITE/agents/host-a.toml"
 for config in "$SITE"/agents/*.toml; do
   host=$(basename "$config" .toml)
-  "$BIN/strata-agent" run --config "$config" --listen 127.0.0.1:0 --server "$GRPC" \
+  "$BIN/strata-agent" run --config "$config" --listen "${LISTEN[$host]}" --server "$GRPC" \
     >"$RUN/agent-$host.log" 2>&1 &
   PIDS+=($!)
   wait_line "$RUN/agent-$host.log" 'strata-agent: listening'
@@ -101,6 +123,15 @@ show "$BIN/strata" find 'type=storage_volume name=gold' --up --to vm
 
 step "Backup: three VMs on two hosts, paused for their snapshots, checksums recorded"
 show "$BIN/strata" backup web01 mail01 web03 --consistency pause --verify --name demo-nightly
+step "Cluster backup: every VM of cluster 'prod' in one request, sent to one member"
+echo "(the member coordinates: each VM's owner takes part, the shared volumes are snapshotted once,"
+echo " and the answer comes back as one, per VM and node; db01's pass-through LUN and db02's rbd"
+echo " disk cannot be snapshotted here and fail with the reason)"
+show "$BIN/strata" backup --cluster prod --name demo-cluster || true
+"$BIN/strata" jobs --json 2>/dev/null | grep -o '"member": *"[^"]*"' | head -n 1 |
+  sed -E 's/.*"member": *"([^"]*)"/coordinated by: \1/' || true
+echo "\$ ls $SITE/volumes/gold/.strata-snapshots/"
+ls "$SITE/volumes/gold/.strata-snapshots/"
 step "A VM whose rbd disk no storage plug-in here can snapshot fails clearly (the others would not)"
 show "$BIN/strata" backup db02 --name demo-db02 || true
 step "The catalog"

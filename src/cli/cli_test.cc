@@ -692,6 +692,23 @@ TEST(RenderTest, JobDetailsPerKind) {
   EXPECT_FALSE(JobFinished(BackupJob("queued", 0, json::array())));
 }
 
+TEST(RenderTest, ACoordinatedClusterBackupNamesItsMemberAndTimings) {
+  json job = BackupJob("succeeded", 100,
+                       {Vm("web01", "host-a", "succeeded", "", "", "", "crash"),
+                        Vm("web03", "host-b", "succeeded", "", "", "", "crash")},
+                       "succeeded");
+  job["detail"]["coordination"]["cluster:prod"] = {
+      {"member", "host-a"},
+      {"timings_ms", {{"owners", 3}, {"held", 40}, {"forwarded", 55}, {"consolidate", 1}}}};
+  const std::string out = RenderJobOutcome(job);
+  EXPECT_NE(out.find("Cluster prod coordinated by host-a: owners 3 ms, held 40 ms, "
+                     "forwarded 55 ms, consolidated in 1 ms\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("web03"), std::string::npos) << out;
+  EXPECT_NE(out.find("host-b"), std::string::npos) << out;
+}
+
 TEST(RenderTest, ProgressDisplayLogsOneLinePerChangeWhenNotATerminal) {
   std::ostringstream out;
   ProgressDisplay display(out, /*terminal=*/false);

@@ -578,8 +578,18 @@ std::string RenderJobOutcome(const json& job) {
     }
     size_t ok = 0;
     for (const json& vm : vms) ok += Str(vm, "state") == "succeeded" ? 1 : 0;
+    // Cluster parts: which member coordinated each, and where its time went.
+    std::string coordination;
+    for (const auto& [part, c] : Obj(detail, "coordination").items()) {
+      const json& t = Obj(c, "timings_ms");
+      coordination += util::Cat("Cluster ", util::StripPrefix(part, "cluster:"), " coordinated by ",
+                                Str(c, "member"), ": owners ", Field(t, "owners"), " ms, held ",
+                                Field(t, "held"), " ms, forwarded ", Field(t, "forwarded"),
+                                " ms, consolidated in ", Field(t, "consolidate"), " ms\n");
+    }
     return util::Cat("Backup ", backup, id, ": ", JobState(job), ", ", ok, " of ", vms.size(),
-                     vms.size() == 1 ? " VM" : " VMs", " backed up.\n", VmOutcomeTable(job));
+                     vms.size() == 1 ? " VM" : " VMs", " backed up.\n", coordination,
+                     VmOutcomeTable(job));
   }
   if (kind == "restore") {
     const std::string vm = Quoted(Str(detail, "vm_name"));

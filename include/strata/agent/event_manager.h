@@ -16,7 +16,9 @@
 //     A failed batch (hypervisor unreachable) asks for a resync and is retried with back-off
 //     (initial_backoff doubling to max_backoff); the resync catches every change meanwhile.
 //
-// Cluster events (membership, ownership) are not handled yet: there is no cluster coordinator.
+// Cluster events (member joined, unreachable, back, left: OnClusterEvent) share the window: they
+// are queued like a VM's change (one entry per distinct event) and appended to the change log
+// with the window's VM changes, so that they reach stratad in the same notification.
 //
 // Threading: Start/Stop from the owner's thread; the sink runs on the plug-in's thread and only
 // pushes into the queue; everything else runs on the manager's own thread. Ownership: borrows
@@ -79,6 +81,8 @@ class EventManager {
 
   // The sink handed to the hypervisor: pushes the change into the queue (or asks for a resync).
   void OnHypervisorEvent(hypervisor::HypervisorEvent event);
+  // A cluster coordinator's event ("member-unreachable:host-b"); any thread.
+  void OnClusterEvent(const std::string& event);
   // Drains and processes what is pending now, without waiting for the window (tests, bench).
   absl::Status ProcessPending();
 

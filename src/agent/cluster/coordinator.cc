@@ -94,6 +94,7 @@ struct ClusterCoordinator::Impl {
   std::vector<ClusterMember> last_members;
   std::map<std::string, MemberStatus> states;                      // by host id
   std::map<std::string, std::vector<VmSummary>> vms_by_member;     // ownership cache
+  std::function<void(const std::string&)> sink;                    // member events
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;  // by endpoint
   std::condition_variable stop_cv;
   bool stopping = false;
@@ -184,7 +185,23 @@ void ClusterCoordinator::CheckMembers() {
       it = impl_->states.erase(it);
     }
   }
-  for (const std::string& event : events) impl_->log.AppendClusterEvent(event, "cluster");
+  std::function<void(const std::string&)> sink;
+  {
+    std::lock_guard lock(impl_->mutex);
+    sink = impl_->sink;
+  }
+  for (const std::string& event : events) {
+    if (sink) {
+      sink(event);
+    } else {
+      impl_->log.AppendClusterEvent(event, "cluster");
+    }
+  }
+}
+
+void ClusterCoordinator::SetEventSink(std::function<void(const std::string& event)> sink) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->sink = std::move(sink);
 }
 
 std::vector<MemberStatus> ClusterCoordinator::Members() const {

@@ -8,10 +8,11 @@
 //   unknown --ok--> up --fails--> unreachable --ok--> up
 //      \--fails--> unreachable --ok--> up (first time: joined)
 //
-// Each transition appends one cluster event to the change log (so it reaches stratad as a
-// CHANGE_KIND_CLUSTER change): "member-joined:<host>" (first seen up), "member-unreachable:<host>",
-// "member-back:<host>" (up again after having been up), "member-left:<host>" (no longer listed
-// by the membership). This host's own state is tracked but produces no events.
+// Each transition is one cluster event, which reaches stratad as a CHANGE_KIND_CLUSTER change
+// (through the event manager's window, or straight into the change log without one):
+// "member-joined:<host>" (first seen up), "member-unreachable:<host>", "member-back:<host>" (up
+// again after having been up), "member-left:<host>" (no longer listed by the membership). This
+// host's own state is tracked but produces no events.
 //
 // Threading: Start/Stop on the owner's thread; CheckMembers on the coordinator's thread (or a
 // test's); Members, Owner and Discover from any thread (gRPC handlers). One mutex guards the
@@ -20,6 +21,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +76,10 @@ class ClusterCoordinator {
   ~ClusterCoordinator();  // Stop()
   ClusterCoordinator(const ClusterCoordinator&) = delete;
   ClusterCoordinator& operator=(const ClusterCoordinator&) = delete;
+
+  // Where member events go: by default straight into the change log; the agent routes them
+  // through its event manager (EventManager::OnClusterEvent), so that they share its window.
+  void SetEventSink(std::function<void(const std::string& event)> sink);
 
   void Start();  // the first round runs at once
   void Stop();   // idempotent

@@ -96,6 +96,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
     events.initial_reconcile = interval.count() > 0;
     impl->events =
         std::make_unique<EventManager>(*impl->services, impl->services->change_log(), events);
+    if (impl->cluster) {
+      impl->cluster->SetEventSink([manager = impl->events.get()](const std::string& event) {
+        manager->OnClusterEvent(event);
+      });
+    }
     impl->events->Start();
     EventManagerStats stats = impl->events->stats();
     if (stats.events_status == "ok") {

@@ -15,7 +15,7 @@ std::optional<ChangeKind> Coalesce(ChangeKind pending, ChangeKind next) {
     case ChangeKind::kModified:
       if (next == ChangeKind::kRemoved) return ChangeKind::kRemoved;
       return ChangeKind::kModified;
-    case ChangeKind::kCluster:  // never queued per VM
+    case ChangeKind::kCluster:  // a cluster event (EventManager::OnClusterEvent): stays one
       return next;
   }
   return next;

@@ -3,7 +3,15 @@
 #include <algorithm>
 #include <vector>
 
+#include "strata/util/strings.h"
+
 namespace strata::agent {
+namespace {
+
+// Queue keys of cluster events; no VM UUID starts with it.
+constexpr char kClusterKeyPrefix[] = "cluster-event:";
+
+}  // namespace
 
 std::optional<ChangeKind> ChangeForEvent(hypervisor::EventKind kind) {
   using hypervisor::EventKind;
@@ -81,8 +89,32 @@ absl::Status EventManager::ProcessPending() {
   return status;
 }
 
-absl::Status EventManager::Process(const QueueBatch& batch) {
-  if (batch.empty()) return absl::OkStatus();
+void EventManager::OnClusterEvent(const std::string& event) {
+  // Keyed apart from every VM UUID; the event itself rides in the name.
+  queue_.Push(util::Cat(kClusterKeyPrefix, event), event, ChangeKind::kCluster, "cluster");
+}
+
+absl::Status EventManager::Process(const QueueBatch& whole_batch) {
+  if (whole_batch.empty()) return absl::OkStatus();
+  // Cluster events are appended as they are; the rest are VMs to observe.
+  QueueBatch batch = whole_batch;
+  std::vector<QueueEntry> cluster_events;
+  std::erase_if(batch.entries, [&](const QueueEntry& e) {
+    if (e.kind != ChangeKind::kCluster) return false;
+    cluster_events.push_back(e);
+    return true;
+  });
+  for (const QueueEntry& e : cluster_events) log_.AppendClusterEvent(e.vm_name, e.source);
+  if (batch.empty()) {
+    std::lock_guard lock(mutex_);
+    ++stats_.windows;
+    stats_.raw_events += batch.raw_events;
+    if (!cluster_events.empty()) {
+      ++stats_.notifications;
+      stats_.changes_written += cluster_events.size();
+    }
+    return absl::OkStatus();
+  }
   std::vector<VmChange> changes;
   const bool whole_host = batch.resync || batch.entries.size() > options_.details_limit;
   if (whole_host) {
@@ -109,9 +141,9 @@ absl::Status EventManager::Process(const QueueBatch& batch) {
   ++stats_.windows;
   stats_.raw_events += batch.raw_events;
   if (whole_host) ++stats_.reconciliations;
-  if (!changes.empty()) {
+  if (!changes.empty() || !cluster_events.empty()) {
     ++stats_.notifications;
-    stats_.changes_written += changes.size();
+    stats_.changes_written += changes.size() + cluster_events.size();
   }
   return absl::OkStatus();
 }

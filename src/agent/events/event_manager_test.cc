@@ -153,6 +153,42 @@ TEST(EventManagerTest, OneWindowBecomesOneChangeSetCheckedAgainstTheHost) {
   EXPECT_EQ(Describe(log.Since(before + 3)), "t:removed/event ");
 }
 
+TEST(EventManagerTest, ClusterEventsShareTheWindowWithTheVmChanges) {
+  FakeHost host;
+  ChangeLog log;
+  EventManagerOptions options;
+  options.initial_reconcile = false;
+  EventManager manager(host, log, options);
+  host.Set("a", "a", "running", "1");
+  manager.queue().RequestResync();
+  ASSERT_TRUE(manager.ProcessPending().ok());
+  const uint64_t before = log.last_sequence();
+  const uint64_t notifications = manager.stats().notifications;
+
+  manager.OnClusterEvent("member-unreachable:host-b");
+  manager.OnHypervisorEvent({"a", "a", EventKind::kRedefined, "", 0});
+  host.Set("a", "a", "running", "2");
+  manager.OnClusterEvent("member-unreachable:host-b");  // the same, again: one
+  manager.OnClusterEvent("member-back:host-b");
+  ASSERT_TRUE(manager.ProcessPending().ok());
+  std::vector<VmChange> changes = log.Since(before);
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].kind, ChangeKind::kCluster);
+  EXPECT_EQ(changes[0].vm_name, "member-unreachable:host-b");
+  EXPECT_EQ(changes[1].vm_name, "member-back:host-b");
+  EXPECT_EQ(changes[2].kind, ChangeKind::kModified);
+  EXPECT_EQ(changes[2].vm_uuid, "a");
+  EXPECT_EQ(manager.stats().notifications, notifications + 1);  // one window, one notification
+  EXPECT_EQ(host.some_calls, 1);  // the VM only: cluster events are not observed
+
+  // A window holding only a cluster event appends it without asking the host.
+  manager.OnClusterEvent("member-left:host-c");
+  ASSERT_TRUE(manager.ProcessPending().ok());
+  ASSERT_EQ(log.Since(before + 3).size(), 1u);
+  EXPECT_EQ(log.Since(before + 3)[0].vm_name, "member-left:host-c");
+  EXPECT_EQ(host.some_calls, 1);
+}
+
 TEST(EventManagerTest, ManyChangedVmsOrALostConnectionMeanAWholeHostObservation) {
   FakeHost host;
   ChangeLog log;
