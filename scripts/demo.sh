@@ -73,6 +73,10 @@ echo "$line"
 GRPC=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
 HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
 export STRATA_SERVER="http://$HTTP"
+# The web console, when it was built (stratad finds it beside its bin/ directory).
+CONSOLE=""
+if [ -f "$BIN/../share/strata/web/index.html" ]; then CONSOLE="http://$HTTP/"; fi
+if [ -n "$CONSOLE" ]; then echo "Web console: $CONSOLE"; fi
 
 step "Starting one strata-agent per host"
 for config in "$SITE"/agents/*.toml; do
@@ -136,6 +140,7 @@ rm -f "$RUN"/rebuilt.db*
 show "$BIN/stratad" catalog rebuild --from-storage "$SITE/volumes" --db "$RUN/rebuilt.db"
 
 step "The REST API listens on $STRATA_SERVER  (try: curl $STRATA_SERVER/api/v1/hosts)"
+if [ -n "$CONSOLE" ]; then echo "Web console: $CONSOLE"; fi
 if [ "$KEEP" = 1 ]; then
   echo "Left running (pids ${PIDS[*]}). Stop with: kill ${PIDS[*]}"
   echo "export STRATA_SERVER=$STRATA_SERVER   # then: $BIN/strata hosts"
