@@ -357,6 +357,32 @@ step("backup: started from the console, followed live to the end, results per VM
   assert.match(error, /no storage plug-in on this host can snapshot it/);
 });
 
+step("filters: no backup newer than 24 hours; failed jobs", async () => {
+  await page.fill("#f-name", "");
+  await page.selectOption("#f-type", "vm");
+  await page.locator(".more-filters").evaluate((d) => (d.open = true));
+  await page.fill("#f-no_backup_hours", "24");
+  await page.getByRole("button", { name: "Search" }).click();
+  const { vms } = await api("/api/v1/vms?no_backup_since_hours=24");
+  await page.waitForFunction(
+    (n) => /no backup in 24 h/.test(document.querySelector('[data-testid="tree-heading"]')?.textContent ?? "") &&
+      document.querySelectorAll('[data-testid="tree"] > li').length === n,
+    vms.length,
+  );
+  const names = await page.locator('[data-testid="tree"] > li').evaluateAll((els) => els.map((e) => e.dataset.name));
+  assert.deepEqual(names.sort(), vms.map((v) => v.name).sort());
+  for (const backedUp of ["web01", "mail01", "web03"]) assert.ok(!names.includes(backedUp), backedUp);
+  assert.ok(names.includes("db02"), "db02's backup failed");
+  await page.fill("#f-no_backup_hours", "");
+
+  // The failed jobs: db02's backup only.
+  await page.selectOption("#j-state", "failed");
+  await page.waitForFunction(() => {
+    const rows = document.querySelectorAll('[data-testid="jobs-table"] tbody tr');
+    return rows.length === 1 && rows[0].textContent.includes("failed");
+  });
+});
+
 step("restore as a new VM: confirmed, followed, and the VM appears in the tree by the event feed", async () => {
   const web01 = await api("/api/v1/vms/web01");
   await showAll();
