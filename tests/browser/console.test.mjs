@@ -403,6 +403,16 @@ step("restore as a new VM: confirmed, followed, and the VM appears in the tree b
   assert.ok(inPlace.includes(disk.name), `${inPlace} names ${disk.name}`);
   await page.getByRole("button", { name: "Cancel" }).click();
   await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "detached" });
+  // One disk: the confirmation names that disk and its file; cancelled too.
+  const item = (await api("/api/v1/backups/console-nightly")).items.find((i) => i.vm_name === "web01");
+  await page.waitForSelector(`#restore-disk option[value="${item.disk_target}"]`, { state: "attached" });
+  await page.selectOption("#restore-disk", item.disk_target);
+  await page.click('[data-testid="restore-disk-button"]');
+  const oneDisk = await page.locator('[data-testid="confirm-dialog"]').textContent();
+  assert.match(oneDisk, new RegExp(`Overwrite disk ${item.disk_target} of VM web01\\?`));
+  assert.ok(oneDisk.includes(item.source_path), `${oneDisk} names ${item.source_path}`);
+  await page.keyboard.press("Escape");
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: "detached" });
 
   await page.fill("#restore-as", "web01-console");
   await page.click('[data-testid="restore-as-new"]');
