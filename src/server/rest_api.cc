@@ -1092,6 +1092,25 @@ json TreeNodeJson(const core::Graph& g, core::NodeIndex n, core::Direction direc
 }  // namespace
 
 void RestApi::Impl::AddConsoleRoutes() {
+  // ?limit=N: the newest N events (1..1000, default 20), ascending, and the newest sequence
+  // number, so that a client shows the recent past and then follows the stream from there
+  // (GET /api/v1/events/stream?after=latest) without a gap.
+  Add("GET", "/api/v1/events/recent",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        absl::StatusOr<int64_t> limit = IntParam(req, "limit", 20, 1, 1000);
+        if (!limit.ok()) return limit.status();
+        const int64_t latest = events.LatestSeq();
+        absl::StatusOr<std::vector<EventRecord>> list = events.List(
+            std::max<int64_t>(0, latest - *limit), static_cast<int>(*limit), std::nullopt);
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const EventRecord& e : *list) {
+          if (e.seq <= latest) out.push_back(EventJson(e));
+        }
+        WriteJson(res, {{"events", std::move(out)}, {"latest", latest}});
+        return absl::OkStatus();
+      });
+
   // ?id=NODE&direction=down|up: the node and its neighbours one edge away (down: what it rests
   // on; up: what rests on it). Without id: the roots, i.e. clusters and the hosts outside any
   // cluster. Children are ordered by type (top to bottom of the graph), then name.

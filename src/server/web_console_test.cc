@@ -244,5 +244,29 @@ TEST_F(WebConsoleTest, VmFiltersClusterDependsOnAndNoRecentBackup) {
             "876000");
 }
 
+TEST_F(WebConsoleTest, RecentEventsAreTheNewestAndSayWhereTheStreamGoesOn) {
+  json none = Get("/api/v1/events/recent");
+  const int64_t start = none["latest"].get<int64_t>();  // registering host-a logged one
+  EXPECT_EQ(none["events"].size(), static_cast<size_t>(start));
+  std::vector<EventRecord> batch;
+  for (int i = 0; i < 30; ++i) {
+    batch.push_back(EventRecord{.host = "host-a",
+                                .vm_uuid = "u1",
+                                .kind = EventKind::kModified,
+                                .time = std::chrono::system_clock::now(),
+                                .detail = {{"vm_name", "web01"}, {"sequence", i}}});
+  }
+  ASSERT_TRUE(server_->events().Append(batch).ok());
+  json recent = Get("/api/v1/events/recent");
+  EXPECT_EQ(recent["latest"], start + 30);
+  ASSERT_EQ(recent["events"].size(), 20u);
+  EXPECT_EQ(recent["events"][0]["seq"], start + 11);
+  EXPECT_EQ(recent["events"][19]["seq"], start + 30);
+  EXPECT_EQ(recent["events"][19]["detail"]["sequence"], 29);
+  EXPECT_EQ(Get("/api/v1/events/recent?limit=3")["events"].size(), 3u);
+  EXPECT_EQ(Get("/api/v1/events/recent?limit=0", 400)["error"]["message"],
+            "bad value '0' for 'limit': expected a whole number from 1 to 1000");
+}
+
 }  // namespace
 }  // namespace strata::server

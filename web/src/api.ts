@@ -221,6 +221,9 @@ export const api = {
     call<{ events: StrataEvent[] }>("GET", `/events${query({ after, limit, host })}`).then(
       (r) => r.events,
     ),
+  // The newest events and the newest sequence number (the stream goes on after it).
+  recentEvents: (limit = 20) =>
+    call<{ events: StrataEvent[]; latest: number }>("GET", `/events/recent${query({ limit })}`),
   backups: (f: { state?: string; vm?: string; limit?: number } = {}) =>
     call<{ backups: Backup[] }>("GET", `/backups${query(f)}`).then((r) => r.backups),
   backup: (idOrName: string) => call<Backup>("GET", `/backups/${encodeURIComponent(idOrName)}`),

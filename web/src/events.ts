@@ -37,29 +37,16 @@ export class EventFeed {
     return () => this.listeners.delete(fn);
   }
 
-  // Shows the newest events already logged, then follows the stream from now on.
+  // Shows the newest events already logged, then follows the stream from the newest on.
   async start(): Promise<void> {
     try {
-      const recent = await this.loadRecent(20);
-      for (const e of recent) this.show(e);
+      const recent = await api.recentEvents(20);
+      for (const e of recent.events) this.show(e);
+      this.lastSeq = Math.max(this.lastSeq, recent.latest);
     } catch {
       // the stream below reports the connection state
     }
     this.connect();
-  }
-
-  private async loadRecent(count: number): Promise<StrataEvent[]> {
-    // The list is ascending from `after`; page to the end, keeping the last `count`.
-    let after = 0;
-    let tail: StrataEvent[] = [];
-    for (let page = 0; page < 50; page++) {
-      const events = await api.events(after, 10000);
-      if (events.length === 0) break;
-      tail = tail.concat(events).slice(-count);
-      after = events[events.length - 1].seq;
-      if (events.length < 10000) break;
-    }
-    return tail;
   }
 
   private connect(): void {
