@@ -4,27 +4,70 @@ import { api, type BackupRequest, type Job } from "./api";
 import { badge, clear, errorBox, formatTime, h } from "./dom";
 import { followJob, renderJob } from "./job";
 
-export async function renderBackupsPage(main: HTMLElement, onLeave: (fn: () => void) => void): Promise<void> {
+export async function renderBackupsPage(
+  main: HTMLElement,
+  onLeave: (fn: () => void) => void,
+): Promise<void> {
   clear(main);
-  const [hosts, clusters, vms] = await Promise.all([api.hosts(), api.clusters(), api.vms()]).catch((e) => {
-    main.append(errorBox((e as Error).message));
-    return [[], [], []] as [never[], never[], never[]];
-  });
+  const [hosts, clusters, vms] = await Promise.all([api.hosts(), api.clusters(), api.vms()]).catch(
+    (e) => {
+      main.append(errorBox((e as Error).message));
+      return [[], [], []] as [never[], never[], never[]];
+    },
+  );
   const options = (values: string[], anyLabel: string) => [
     h("option", { value: "" }, anyLabel),
     ...values.map((v) => h("option", { value: v }, v)),
   ];
-  const vmList = h("datalist", { id: "vm-names" }, ...vms.map((v) => h("option", { value: v.name })));
+  const vmList = h(
+    "datalist",
+    { id: "vm-names" },
+    ...vms.map((v) => h("option", { value: v.name })),
+  );
   const f = {
-    vms: h("input", { id: "b-vms", list: "vm-names", placeholder: "web01 mail01", autocomplete: "off" }),
-    host: h("select", { id: "b-host" }, ...options(hosts.map((x) => x.id), "none")),
-    cluster: h("select", { id: "b-cluster" }, ...options(clusters.map((c) => c.name), "none")),
-    consistency: h("select", { id: "b-consistency" }, ...["crash", "pause", "quiesce"].map((c) => h("option", { value: c }, c))),
-    fallback: h("select", { id: "b-fallback" }, h("option", { value: "" }, "none (the VM fails)"), h("option", { value: "pause" }, "pause"), h("option", { value: "crash" }, "crash")),
-    name: h("input", { id: "b-name", placeholder: "default: backup-YYYYMMDD-HHMMSS", autocomplete: "off" }),
+    vms: h("input", {
+      id: "b-vms",
+      list: "vm-names",
+      placeholder: "web01 mail01",
+      autocomplete: "off",
+    }),
+    host: h(
+      "select",
+      { id: "b-host" },
+      ...options(
+        hosts.map((x) => x.id),
+        "none",
+      ),
+    ),
+    cluster: h(
+      "select",
+      { id: "b-cluster" },
+      ...options(
+        clusters.map((c) => c.name),
+        "none",
+      ),
+    ),
+    consistency: h(
+      "select",
+      { id: "b-consistency" },
+      ...["crash", "pause", "quiesce"].map((c) => h("option", { value: c }, c)),
+    ),
+    fallback: h(
+      "select",
+      { id: "b-fallback" },
+      h("option", { value: "" }, "none (the VM fails)"),
+      h("option", { value: "pause" }, "pause"),
+      h("option", { value: "crash" }, "crash"),
+    ),
+    name: h("input", {
+      id: "b-name",
+      placeholder: "default: backup-YYYYMMDD-HHMMSS",
+      autocomplete: "off",
+    }),
     verify: h("input", { id: "b-verify", type: "checkbox" }),
   };
-  const label = (el: HTMLElement, text: string) => h("label", { for: el.id }, h("span", {}, text), el);
+  const label = (el: HTMLElement, text: string) =>
+    h("label", { for: el.id }, h("span", {}, text), el);
   const jobArea = h("div", { class: "job-area", "data-testid": "backup-job" });
   const form = h(
     "form",
@@ -36,33 +79,75 @@ export async function renderBackupsPage(main: HTMLElement, onLeave: (fn: () => v
     label(f.fallback, "Fallback"),
     label(f.name, "Name"),
     h("label", { for: "b-verify", class: "inline" }, f.verify, " verify checksums"),
-    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Start backup")),
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "submit", class: "primary" }, "Start backup"),
+    ),
   );
   const jobsBox = h("div", { "data-testid": "jobs" });
   const backupsBox = h("div", { "data-testid": "backups" });
-  const jobState = h("select", { id: "j-state" }, ...options(["queued", "running", "succeeded", "failed"], "any state"));
+  const jobState = h(
+    "select",
+    { id: "j-state" },
+    ...options(["queued", "running", "succeeded", "failed"], "any state"),
+  );
   const jobKind = h("select", { id: "j-kind" }, ...options(["backup", "restore"], "any kind"));
-  const backupState = h("select", { id: "bk-state" }, ...options(["running", "succeeded", "failed"], "any state"));
-  const backupVm = h("select", { id: "bk-vm" }, h("option", { value: "" }, "any VM"), ...vms.map((v) => h("option", { value: v.uuid }, `${v.name} (${v.host})`)));
+  const backupState = h(
+    "select",
+    { id: "bk-state" },
+    ...options(["running", "succeeded", "failed"], "any state"),
+  );
+  const backupVm = h(
+    "select",
+    { id: "bk-vm" },
+    h("option", { value: "" }, "any VM"),
+    ...vms.map((v) => h("option", { value: v.uuid }, `${v.name} (${v.host})`)),
+  );
 
   main.append(
     h(
       "section",
       { class: "page", "data-testid": "backups-page" },
       h("h1", {}, "Backups & jobs"),
-      h("div", { class: "cards" }, h("div", { class: "card" }, h("h2", {}, "Start a backup"), form, vmList), h("div", { class: "card wide" }, h("h2", {}, "Progress"), jobArea)),
-      h("div", { class: "card wide" }, h("h2", {}, "Jobs"), h("div", { class: "filters" }, label(jobState, "State"), label(jobKind, "Kind")), jobsBox),
-      h("div", { class: "card wide" }, h("h2", {}, "Backups"), h("div", { class: "filters" }, label(backupState, "State"), label(backupVm, "VM")), backupsBox),
+      h(
+        "div",
+        { class: "cards" },
+        h("div", { class: "card" }, h("h2", {}, "Start a backup"), form, vmList),
+        h("div", { class: "card wide" }, h("h2", {}, "Progress"), jobArea),
+      ),
+      h(
+        "div",
+        { class: "card wide" },
+        h("h2", {}, "Jobs"),
+        h("div", { class: "filters" }, label(jobState, "State"), label(jobKind, "Kind")),
+        jobsBox,
+      ),
+      h(
+        "div",
+        { class: "card wide" },
+        h("h2", {}, "Backups"),
+        h("div", { class: "filters" }, label(backupState, "State"), label(backupVm, "VM")),
+        backupsBox,
+      ),
     ),
   );
 
   const showJobs = async () => {
-    const jobs = await api.jobs({ state: jobState.value || undefined, kind: jobKind.value || undefined, limit: 50 });
+    const jobs = await api.jobs({
+      state: jobState.value || undefined,
+      kind: jobKind.value || undefined,
+      limit: 50,
+    });
     clear(jobsBox);
     jobsBox.append(jobsTable(jobs, (j) => void followJob(j.id, jobArea, refresh)));
   };
   const showBackups = async () => {
-    const list = await api.backups({ state: backupState.value || undefined, vm: backupVm.value || undefined, limit: 50 });
+    const list = await api.backups({
+      state: backupState.value || undefined,
+      vm: backupVm.value || undefined,
+      limit: 50,
+    });
     clear(backupsBox);
     if (list.length === 0) {
       backupsBox.append(h("p", { class: "muted" }, "No backups."));
@@ -75,7 +160,20 @@ export async function renderBackupsPage(main: HTMLElement, onLeave: (fn: () => v
         h(
           "table",
           { "data-testid": "backups-table" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "State"), h("th", {}, "Consistency"), h("th", {}, "Started"), h("th", {}, "Finished"), h("th", {}, "Requester"))),
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, "Name"),
+              h("th", {}, "State"),
+              h("th", {}, "Consistency"),
+              h("th", {}, "Started"),
+              h("th", {}, "Finished"),
+              h("th", {}, "Requester"),
+            ),
+          ),
           h(
             "tbody",
             {},
@@ -137,7 +235,20 @@ function jobsTable(jobs: Job[], open: (j: Job) => void): HTMLElement {
     h(
       "table",
       { "data-testid": "jobs-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Job"), h("th", {}, "Kind"), h("th", {}, "State"), h("th", {}, "Progress"), h("th", {}, "Message"), h("th", {}, "Updated"))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", {}, "Job"),
+          h("th", {}, "Kind"),
+          h("th", {}, "State"),
+          h("th", {}, "Progress"),
+          h("th", {}, "Message"),
+          h("th", {}, "Updated"),
+        ),
+      ),
       h(
         "tbody",
         {},
@@ -145,7 +256,11 @@ function jobsTable(jobs: Job[], open: (j: Job) => void): HTMLElement {
           h(
             "tr",
             { "data-job": j.id },
-            h("td", {}, h("button", { type: "button", class: "link", onclick: () => open(j) }, j.id)),
+            h(
+              "td",
+              {},
+              h("button", { type: "button", class: "link", onclick: () => open(j) }, j.id),
+            ),
             h("td", {}, j.kind),
             h("td", {}, badge(j.state)),
             h("td", {}, `${j.progress}%`),

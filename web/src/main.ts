@@ -35,9 +35,27 @@ async function renderHome(): Promise<void> {
       h(
         "div",
         { class: "stats" },
-        h("div", { class: "stat" }, h("strong", {}, String(hosts.length)), " hosts", h("small", {}, `${reachable} reachable`)),
-        h("div", { class: "stat" }, h("strong", {}, String(vms.length)), " VMs", h("small", {}, `${vms.filter((v) => v.state === "running").length} running`)),
-        h("div", { class: "stat" }, h("strong", {}, String(jobs.filter((j) => j.state === "running").length)), " running jobs", h("small", {}, h("a", { href: "#/backups" }, "backups & jobs"))),
+        h(
+          "div",
+          { class: "stat" },
+          h("strong", {}, String(hosts.length)),
+          " hosts",
+          h("small", {}, `${reachable} reachable`),
+        ),
+        h(
+          "div",
+          { class: "stat" },
+          h("strong", {}, String(vms.length)),
+          " VMs",
+          h("small", {}, `${vms.filter((v) => v.state === "running").length} running`),
+        ),
+        h(
+          "div",
+          { class: "stat" },
+          h("strong", {}, String(jobs.filter((j) => j.state === "running").length)),
+          " running jobs",
+          h("small", {}, h("a", { href: "#/backups" }, "backups & jobs")),
+        ),
       ),
       h(
         "p",

@@ -3,7 +3,11 @@
 import { api, type TreeNode, type Vm } from "./api";
 import { badge, clear, errorBox, h, typeLabel } from "./dom";
 
-export function nodeHref(node: { id: string; type: string; attrs?: Record<string, string> }): string {
+export function nodeHref(node: {
+  id: string;
+  type: string;
+  attrs?: Record<string, string>;
+}): string {
   if (node.type === "vm") {
     const uuid = node.attrs?.["uuid"] ?? node.id.replace(/^vm:/, "");
     return `#/vm/${encodeURIComponent(uuid)}`;

@@ -304,7 +304,8 @@ export class ResourceTree {
     const toggle = h("span", { class: "toggle", "aria-hidden": "true" });
     const meta: string[] = [];
     if (data.attrs?.["state"]) meta.push(data.attrs["state"]);
-    if (data.type === "vm" && parent === null && data.attrs?.["host"]) meta.push(data.attrs["host"]);
+    if (data.type === "vm" && parent === null && data.attrs?.["host"])
+      meta.push(data.attrs["host"]);
     if (data.attrs?.["resolved"] === "false") meta.push("unresolved");
     const row = h(
       "div",

@@ -3,7 +3,16 @@
 // what will be overwritten.
 import cytoscape from "cytoscape";
 import { api, type Backup, type BackupItem, type StrataEvent, type VmDetail } from "./api";
-import { badge, clear, confirmDialog, errorBox, formatBytes, formatTime, h, typeLabel } from "./dom";
+import {
+  badge,
+  clear,
+  confirmDialog,
+  errorBox,
+  formatBytes,
+  formatTime,
+  h,
+  typeLabel,
+} from "./dom";
 import { describeEvent } from "./events";
 import { followJob } from "./job";
 import { nodeHref } from "./node";
@@ -60,7 +69,10 @@ function drawGraph(container: HTMLElement, vm: VmDetail): cytoscape.Core {
           height: 22,
         },
       },
-      { selector: 'node[unresolved = "yes"]', style: { "border-width": 3, "border-color": "#dc2626" } },
+      {
+        selector: 'node[unresolved = "yes"]',
+        style: { "border-width": 3, "border-color": "#dc2626" },
+      },
       {
         selector: "edge",
         style: {
@@ -76,7 +88,13 @@ function drawGraph(container: HTMLElement, vm: VmDetail): cytoscape.Core {
         },
       },
     ],
-    layout: { name: "breadthfirst", directed: true, roots: [vm.id], spacingFactor: 1.1, padding: 12 },
+    layout: {
+      name: "breadthfirst",
+      directed: true,
+      roots: [vm.id],
+      spacingFactor: 1.1,
+      padding: 12,
+    },
   });
 }
 
@@ -85,7 +103,11 @@ export interface VmPageContext {
   onLeave: (fn: () => void) => void;
 }
 
-export async function renderVmPage(main: HTMLElement, key: string, ctx: VmPageContext): Promise<void> {
+export async function renderVmPage(
+  main: HTMLElement,
+  key: string,
+  ctx: VmPageContext,
+): Promise<void> {
   clear(main);
   main.append(h("p", { class: "muted" }, "Loading…"));
   let vm: VmDetail;
@@ -107,13 +129,28 @@ export async function renderVmPage(main: HTMLElement, key: string, ctx: VmPageCo
   });
   const events = h("ol", { class: "feed-list", "data-testid": "vm-events" });
   const jobArea = h("div", { class: "job-area", "data-testid": "restore-job" });
-  const storage = vm.graph.nodes.filter((n) => n.type === "storage_system" || n.type === "storage_volume");
+  const storage = vm.graph.nodes.filter(
+    (n) => n.type === "storage_system" || n.type === "storage_volume",
+  );
   main.append(
     h(
       "section",
       { class: "page", "data-testid": "vm-page", "data-vm": vm.name },
-      h("h1", {}, h("span", { class: "type type-vm" }, "VM"), " ", vm.name, " ", badge(vm.state || "unknown")),
-      h("p", { class: "muted mono" }, `${vm.uuid} on `, h("a", { href: `#/node/${encodeURIComponent(`host:${vm.host}`)}` }, vm.host)),
+      h(
+        "h1",
+        {},
+        h("span", { class: "type type-vm" }, "VM"),
+        " ",
+        vm.name,
+        " ",
+        badge(vm.state || "unknown"),
+      ),
+      h(
+        "p",
+        { class: "muted mono" },
+        `${vm.uuid} on `,
+        h("a", { href: `#/node/${encodeURIComponent(`host:${vm.host}`)}` }, vm.host),
+      ),
       h(
         "div",
         { class: "card wide" },
@@ -141,7 +178,13 @@ export async function renderVmPage(main: HTMLElement, key: string, ctx: VmPageCo
       h(
         "div",
         { class: "cards" },
-        h("div", { class: "card wide" }, h("h2", {}, `Backups (${backups.length})`), restoreSection(vm, backups, jobArea), jobArea),
+        h(
+          "div",
+          { class: "card wide" },
+          h("h2", {}, `Backups (${backups.length})`),
+          restoreSection(vm, backups, jobArea),
+          jobArea,
+        ),
         h("div", { class: "card" }, h("h2", {}, "Events"), events),
       ),
     ),
@@ -156,7 +199,13 @@ export async function renderVmPage(main: HTMLElement, key: string, ctx: VmPageCo
 
   const showEvent = (e: StrataEvent) =>
     events.prepend(
-      h("li", { class: `feed-item feed-${e.kind}` }, h("span", { class: "feed-kind" }, e.kind), h("span", { class: "feed-text" }, describeEvent(e)), h("time", {}, formatTime(e.time))),
+      h(
+        "li",
+        { class: `feed-item feed-${e.kind}` },
+        h("span", { class: "feed-kind" }, e.kind),
+        h("span", { class: "feed-text" }, describeEvent(e)),
+        h("time", {}, formatTime(e.time)),
+      ),
     );
   ctx.onLeave(ctx.subscribe((e) => e.vm_uuid === vm.uuid && showEvent(e)));
   try {
@@ -184,7 +233,19 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
     h(
       "table",
       { "data-testid": "vm-backups" },
-      h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "Backup"), h("th", {}, "State"), h("th", {}, "Started"), h("th", {}, "Consistency"))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", {}, ""),
+          h("th", {}, "Backup"),
+          h("th", {}, "State"),
+          h("th", {}, "Started"),
+          h("th", {}, "Consistency"),
+        ),
+      ),
       h(
         "tbody",
         {},
@@ -196,7 +257,13 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
               "td",
               {},
               b.state === "succeeded"
-                ? h("input", { type: "radio", name: "restore-from", value: b.id, "aria-label": `restore from ${b.name}`, checked: b === usable[0] })
+                ? h("input", {
+                    type: "radio",
+                    name: "restore-from",
+                    value: b.id,
+                    "aria-label": `restore from ${b.name}`,
+                    checked: b === usable[0],
+                  })
                 : "",
             ),
             h("td", {}, b.name),
@@ -208,10 +275,16 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
       ),
     ),
   );
-  section.append(backups.length ? table : h("p", { class: "muted" }, "No backup holds this VM yet."));
+  section.append(
+    backups.length ? table : h("p", { class: "muted" }, "No backup holds this VM yet."),
+  );
   if (usable.length === 0) return section;
 
-  const asName = h("input", { id: "restore-as", value: `${vm.name}-restored`, autocomplete: "off" });
+  const asName = h("input", {
+    id: "restore-as",
+    value: `${vm.name}-restored`,
+    autocomplete: "off",
+  });
   const disk = h("select", { id: "restore-disk" });
   const verify = h("input", { type: "checkbox", id: "restore-verify", checked: true });
   const chosen = (): Backup => {
@@ -223,18 +296,32 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
     const b = await api.backup(chosen().id);
     items = (b.items ?? []).filter((i) => i.vm_uuid === vm.uuid);
     clear(disk);
-    for (const i of items) disk.append(h("option", { value: i.disk_target }, `${i.disk_target} — ${i.source_path}`));
+    for (const i of items)
+      disk.append(h("option", { value: i.disk_target }, `${i.disk_target} — ${i.source_path}`));
   };
+  const reloadItems = () =>
+    loadItems().catch((e) => jobArea.replaceChildren(errorBox((e as Error).message)));
   section.addEventListener("change", (e) => {
-    if ((e.target as HTMLElement).matches('input[name="restore-from"]')) void loadItems();
+    if ((e.target as HTMLElement).matches('input[name="restore-from"]')) void reloadItems();
   });
-  void loadItems();
+  void reloadItems();
 
   const run = async (kind: "in-place" | "as-new" | "disk") => {
     const b = chosen();
     if (items.length === 0) await loadItems();
     const diskItems = kind === "disk" ? items.filter((i) => i.disk_target === disk.value) : items;
-    const list = h("ul", { class: "plain overwrite" }, ...diskItems.map((i) => h("li", {}, h("strong", {}, i.disk_target), ` ${i.source_path} (${formatBytes(i.size_bytes)})`)));
+    const list = h(
+      "ul",
+      { class: "plain overwrite" },
+      ...diskItems.map((i) =>
+        h(
+          "li",
+          {},
+          h("strong", {}, i.disk_target),
+          ` ${i.source_path} (${formatBytes(i.size_bytes)})`,
+        ),
+      ),
+    );
     const from = `from backup ${b.name} (${formatTime(b.started_at)})`;
     let ok: boolean;
     const name = asName.value.trim();
@@ -246,7 +333,11 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
       ok = await confirmDialog({
         title: `Restore ${vm.name} as a new VM '${name}'?`,
         body: [
-          h("p", {}, `A new VM '${name}' (new UUID, new disk files) is created on ${vm.host} ${from}, with copies of:`),
+          h(
+            "p",
+            {},
+            `A new VM '${name}' (new UUID, new disk files) is created on ${vm.host} ${from}, with copies of:`,
+          ),
           list,
           h("p", { class: "ok" }, `Nothing is overwritten: ${vm.name} stays as it is.`),
         ],
@@ -257,9 +348,19 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
       ok = await confirmDialog({
         title: `Overwrite ${what}?`,
         body: [
-          h("p", {}, `${vm.name} on ${vm.host} is stopped, and these disks are overwritten ${from}:`),
+          h(
+            "p",
+            {},
+            `${vm.name} on ${vm.host} is stopped, and these disks are overwritten ${from}:`,
+          ),
           list,
-          kind === "in-place" ? h("p", {}, "Its configuration is restored too; it is started again if it was running.") : null,
+          kind === "in-place"
+            ? h(
+                "p",
+                {},
+                "Its configuration is restored too; it is started again if it was running.",
+              )
+            : null,
           h("p", { class: "warn" }, "What was written to them since the backup is lost."),
         ].filter((x): x is HTMLParagraphElement | HTMLUListElement => x !== null),
         confirmLabel: `Overwrite ${kind === "disk" ? disk.value : vm.name}`,
@@ -285,18 +386,49 @@ function restoreSection(vm: VmDetail, backups: Backup[], jobArea: HTMLElement): 
       "div",
       { class: "restore-actions" },
       h("label", { for: "restore-verify", class: "inline" }, verify, " verify checksums"),
-      h("div", { class: "actions" }, h("button", { type: "button", class: "danger", "data-testid": "restore-in-place", onclick: () => void run("in-place") }, "Restore in place…")),
+      h(
+        "div",
+        { class: "actions" },
+        h(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            "data-testid": "restore-in-place",
+            onclick: () => void run("in-place"),
+          },
+          "Restore in place…",
+        ),
+      ),
       h(
         "div",
         { class: "actions" },
         h("label", { for: "restore-as" }, h("span", {}, "New VM name"), asName),
-        h("button", { type: "button", class: "primary", "data-testid": "restore-as-new", onclick: () => void run("as-new") }, "Restore as new VM…"),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "primary",
+            "data-testid": "restore-as-new",
+            onclick: () => void run("as-new"),
+          },
+          "Restore as new VM…",
+        ),
       ),
       h(
         "div",
         { class: "actions" },
         h("label", { for: "restore-disk" }, h("span", {}, "Disk"), disk),
-        h("button", { type: "button", class: "danger", "data-testid": "restore-disk-button", onclick: () => void run("disk") }, "Restore this disk…"),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            "data-testid": "restore-disk-button",
+            onclick: () => void run("disk"),
+          },
+          "Restore this disk…",
+        ),
       ),
     ),
   );
