@@ -73,6 +73,10 @@ echo "$line"
 GRPC=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
 HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
 export STRATA_SERVER="http://$HTTP"
+# The web console, when it was built (stratad finds it beside its bin/ directory).
+CONSOLE=""
+if [ -f "$BIN/../share/strata/web/index.html" ]; then CONSOLE="http://$HTTP/"; fi
+if [ -n "$CONSOLE" ]; then echo "Web console: $CONSOLE"; fi
 
 # A port nothing listens on (bash's /dev/tcp: a refused connection means free).
 free_port() {
@@ -167,6 +171,7 @@ rm -f "$RUN"/rebuilt.db*
 show "$BIN/stratad" catalog rebuild --from-storage "$SITE/volumes" --db "$RUN/rebuilt.db"
 
 step "The REST API listens on $STRATA_SERVER  (try: curl $STRATA_SERVER/api/v1/hosts)"
+if [ -n "$CONSOLE" ]; then echo "Web console: $CONSOLE"; fi
 if [ "$KEEP" = 1 ]; then
   echo "Left running (pids ${PIDS[*]}). Stop with: kill ${PIDS[*]}"
   echo "export STRATA_SERVER=$STRATA_SERVER   # then: $BIN/strata hosts"

@@ -22,6 +22,14 @@ PACKAGES=(
   libvirt-daemon-system qemu-system-x86
 )
 
+# The web console: Node.js and npm build it (web/, `npm ci` + Vite), Chromium runs its browser
+# tests (tests/browser, playwright-core). Debian's nodejs + npm, unless a Node.js with its own npm
+# is installed already (NodeSource's nodejs conflicts with Debian's npm package).
+PACKAGES+=(chromium)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -43,7 +44,20 @@ struct Settings {
   int64_t max_event_streams = -1;
   int64_t refresh_workers = 2;
   std::string log_level = "info";
+  std::string web_root = "auto";  // "auto": beside the binary (DefaultWebRoot); "": no console
 };
+
+// The built web console: <prefix>/share/strata/web beside <prefix>/bin/stratad, the same
+// relative layout in the build tree (build/default/share/strata/web) and in an installation.
+// Empty when it is not there.
+std::string DefaultWebRoot() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  const std::filesystem::path root = exe.parent_path().parent_path() / "share/strata/web";
+  if (!std::filesystem::is_regular_file(root / "index.html", ec)) return "";
+  return root.string();
+}
 
 // Reads the config file; a key given on the command line (to any of `apps`) wins over the file.
 bool ApplyConfigFile(const std::string& path, const std::vector<const CLI::App*>& apps, Settings& s,
@@ -107,6 +121,8 @@ bool ApplyConfigFile(const std::string& path, const std::vector<const CLI::App*>
       ok = want_int(s.max_event_streams);
     } else if (k == "refresh_workers") {
       ok = want_int(s.refresh_workers);
+    } else if (k == "web_root") {
+      ok = want_string(s.web_root);
     } else {
       *error = "config file '" + path + "': unknown key '" + k + "'";
       ok = false;
@@ -177,6 +193,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{64}));
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  app.add_option("--web-root", s.web_root,
+                 "directory of the built web console served at / (auto: share/strata/web beside "
+                 "the binary's bin/; empty: no console)")
+      ->capture_default_str();
 
   // stratad catalog rebuild: the catalog's options bind the same settings as the server's.
   CLI::App* catalog_cmd = app.add_subcommand("catalog", "maintain the catalog without serving");
@@ -231,6 +251,12 @@ int main(int argc, char** argv) {
   options.http_threads = static_cast<int>(s.http_threads);
   options.max_event_streams = static_cast<int>(s.max_event_streams);
   options.refresh_workers = static_cast<int>(s.refresh_workers);
+  options.web_root = s.web_root == "auto" ? DefaultWebRoot() : s.web_root;
+  if (!options.web_root.empty() &&
+      !std::filesystem::is_regular_file(std::filesystem::path(options.web_root) / "index.html")) {
+    spdlog::error("cannot start: web console directory '{}' has no index.html", options.web_root);
+    return 1;
+  }
 
   strata::server::Stratad server(options);
   if (absl::Status status = server.Start(); !status.ok()) {
@@ -239,6 +265,11 @@ int main(int argc, char** argv) {
   }
   spdlog::info("listening for agents (gRPC) on {}, REST API on http://{}", server.grpc_address(),
                server.http_address());
+  if (options.web_root.empty()) {
+    spdlog::info("no web console (no --web-root, none found beside the binary)");
+  } else {
+    spdlog::info("web console from {} on http://{}/", options.web_root, server.http_address());
+  }
   std::printf("stratad: listening grpc=%s http=%s\n", server.grpc_address().c_str(),
               server.http_address().c_str());
   std::fflush(stdout);

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "nlohmann/json.hpp"
@@ -387,6 +390,70 @@ bool MatchRoute(const Route& route, const std::vector<std::string>& parts, Param
   return true;
 }
 
+// ---- the web console's static files ----------------------------------------------------------
+
+const char* ContentTypeFor(std::string_view path) {
+  static const std::pair<std::string_view, const char*> kTypes[] = {
+      {".html", "text/html; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".json", "application/json"},
+      {".map", "application/json"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".ico", "image/x-icon"},
+      {".woff2", "font/woff2"},
+      {".txt", "text/plain; charset=utf-8"},
+  };
+  for (const auto& [ext, type] : kTypes) {
+    if (path.size() >= ext.size() && path.substr(path.size() - ext.size()) == ext) return type;
+  }
+  return "application/octet-stream";
+}
+
+// The file under `root` that the (already URL-decoded) request path names, or NotFound. "/" is
+// index.html. Every segment must be a plain name: "..", ".", hidden names, backslashes and NUL
+// are refused, and the resolved file (symlinks followed) must still lie under the root.
+absl::StatusOr<std::filesystem::path> ConsoleFile(const std::string& root, std::string_view path) {
+  const absl::Status not_found = absl::NotFoundError(util::Cat("no such path '", path, "'"));
+  std::filesystem::path relative;
+  for (std::string_view segment : util::Split(path, '/', /*skip_empty=*/true)) {
+    if (segment.front() == '.' || segment.find('\\') != std::string_view::npos ||
+        segment.find('\0') != std::string_view::npos) {
+      return not_found;
+    }
+    relative /= std::string(segment);
+  }
+  if (relative.empty()) relative = "index.html";
+  std::error_code ec;
+  const std::filesystem::path base = std::filesystem::canonical(root, ec);
+  if (ec) return absl::NotFoundError(util::Cat("web console directory '", root, "' not found"));
+  const std::filesystem::path file = std::filesystem::canonical(base / relative, ec);
+  if (ec || !std::filesystem::is_regular_file(file, ec)) return not_found;
+  const std::string base_text = base.string() + "/";
+  if (file.string().compare(0, base_text.size(), base_text) != 0) return not_found;
+  return file;
+}
+
+absl::Status ServeConsoleFile(const std::string& root, const httplib::Request& req,
+                              httplib::Response& res) {
+  absl::StatusOr<std::filesystem::path> file = ConsoleFile(root, req.path);
+  if (!file.ok()) return file.status();
+  std::ifstream in(*file, std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::InternalError(util::Cat("cannot read '", file->string(), "'"));
+  }
+  // Vite names the files under assets/ after their content: they never change.
+  const bool hashed = util::StartsWith(req.path, "/assets/");
+  res.set_header("Cache-Control", hashed ? "public, max-age=31536000, immutable" : "no-cache");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.status = 200;
+  res.set_content(std::move(content), ContentTypeFor(file->string()));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct RestApi::Impl {
@@ -409,6 +476,7 @@ struct RestApi::Impl {
     if (options.max_event_streams < 0)
       options.max_event_streams = std::max(1, options.threads - 64);
     AddRoutes();
+    AddConsoleRoutes();
   }
 
   void Add(std::string method, std::string pattern, Handler handler) {
@@ -446,6 +514,11 @@ struct RestApi::Impl {
         WriteError(res, 405, "METHOD_NOT_ALLOWED",
                    util::Cat("method ", req.method, " is not allowed on '", req.path,
                              "' (allowed: ", t_request.allowed, ")"));
+      } else if (ServesConsole(req)) {
+        t_request.route_name = "console";
+        if (absl::Status s = ServeConsoleFile(options.web_root, req, res); !s.ok()) {
+          WriteError(res, s);
+        }
       } else {
         WriteError(res, 404, "NOT_FOUND", util::Cat("no such path '", req.path, "'"));
       }
@@ -519,6 +592,19 @@ struct RestApi::Impl {
 
   void AddRoutes();
   absl::Status StreamEvents(const httplib::Request& req, httplib::Response& res);
+
+  // ---- what the web console needs (docs/api.md "Web console") -------------------------------
+
+  // GET and HEAD outside /api/ go to the console's files when there is a web root.
+  bool ServesConsole(const httplib::Request& req) const {
+    return !options.web_root.empty() && (req.method == "GET" || req.method == "HEAD") &&
+           !util::StartsWith(req.path, "/api/");
+  }
+  // GET /api/v1/graph/children: one level of the tree at a time.
+  void AddConsoleRoutes();
+  // The filters of GET /api/v1/vms beyond host/name/state: cluster, depends_on,
+  // no_backup_since_hours. Removes the VMs (VmJson entries) that do not pass.
+  absl::Status ApplyVmFilters(const httplib::Request& req, json& vms);
 };
 
 void RestApi::Impl::AddRoutes() {
@@ -600,6 +686,7 @@ void RestApi::Impl::AddRoutes() {
             }
           });
         }
+        if (absl::Status s = ApplyVmFilters(req, vms); !s.ok()) return s;
         std::sort(vms.begin(), vms.end(), [](const json& a, const json& b) {
           const auto& ha = a["host"].get_ref<const std::string&>();
           const auto& hb = b["host"].get_ref<const std::string&>();
@@ -986,6 +1073,180 @@ absl::Status RestApi::Impl::StreamEvents(const httplib::Request& req, httplib::R
         return true;
       },
       [this](bool) { metrics.StreamClosed(); });
+  return absl::OkStatus();
+}
+
+namespace {
+// One node as the console's tree shows it: `children` counts its neighbours in `direction`.
+json TreeNodeJson(const core::Graph& g, core::NodeIndex n, core::Direction direction) {
+  json attrs = json::object();
+  for (const auto& [k, v] : g.Attrs(n)) attrs[std::string(k)] = v;
+  const size_t children =
+      direction == core::Direction::kUp ? g.InEdges(n).size() : g.OutEdges(n).size();
+  return {{"id", g.Id(n)},
+          {"type", core::NodeTypeName(g.Type(n))},
+          {"name", g.Name(n)},
+          {"attrs", std::move(attrs)},
+          {"children", children}};
+}
+}  // namespace
+
+void RestApi::Impl::AddConsoleRoutes() {
+  // ?limit=N: the newest N events (1..1000, default 20), ascending, and the newest sequence
+  // number, so that a client shows the recent past and then follows the stream from there
+  // (GET /api/v1/events/stream?after=latest) without a gap.
+  Add("GET", "/api/v1/events/recent",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        absl::StatusOr<int64_t> limit = IntParam(req, "limit", 20, 1, 1000);
+        if (!limit.ok()) return limit.status();
+        const int64_t latest = events.LatestSeq();
+        absl::StatusOr<std::vector<EventRecord>> list = events.List(
+            std::max<int64_t>(0, latest - *limit), static_cast<int>(*limit), std::nullopt);
+        if (!list.ok()) return list.status();
+        json out = json::array();
+        for (const EventRecord& e : *list) {
+          if (e.seq <= latest) out.push_back(EventJson(e));
+        }
+        WriteJson(res, {{"events", std::move(out)}, {"latest", latest}});
+        return absl::OkStatus();
+      });
+
+  // ?id=NODE&direction=down|up: the node and its neighbours one edge away (down: what it rests
+  // on; up: what rests on it). Without id: the roots, i.e. clusters and the hosts outside any
+  // cluster. Children are ordered by type (top to bottom of the graph), then name.
+  Add("GET", "/api/v1/graph/children",
+      [this](const httplib::Request& req, httplib::Response& res, const Params&) {
+        const std::string direction_text = Param("direction");
+        core::Direction direction = core::Direction::kDown;
+        if (direction_text == "up") {
+          direction = core::Direction::kUp;
+        } else if (!direction_text.empty() && direction_text != "down") {
+          return absl::InvalidArgumentError(
+              util::Cat("bad direction '", direction_text, "': expected down or up"));
+        }
+        const std::optional<std::string> id = OptParam(req, "id");
+        return graphs.Read([&](const core::Graph& g) -> absl::Status {
+          struct Child {
+            core::NodeIndex node;
+            std::string edge;
+          };
+          std::vector<Child> children;
+          json node = nullptr;
+          if (id) {
+            std::optional<core::NodeIndex> n = g.Find(*id);
+            if (!n) return absl::NotFoundError(util::Cat("node '", *id, "' not found"));
+            node = TreeNodeJson(g, *n, direction);
+            auto edges = direction == core::Direction::kUp ? g.InEdges(*n) : g.OutEdges(*n);
+            for (const core::EdgeRef& e : edges) {
+              children.push_back({e.node, std::string(core::EdgeTypeName(e.type))});
+            }
+          } else {
+            for (core::NodeIndex n : g.NodesOfType(core::NodeType::kCluster)) {
+              children.push_back({n, ""});
+            }
+            for (core::NodeIndex n : g.NodesOfType(core::NodeType::kHost)) {
+              bool member = false;
+              for (const core::EdgeRef& e : g.InEdges(n)) {
+                member = member || e.type == core::EdgeType::kHasMember;
+              }
+              if (!member) children.push_back({n, ""});
+            }
+          }
+          std::sort(children.begin(), children.end(), [&](const Child& a, const Child& b) {
+            if (g.Type(a.node) != g.Type(b.node)) return g.Type(a.node) < g.Type(b.node);
+            if (g.Name(a.node) != g.Name(b.node)) return g.Name(a.node) < g.Name(b.node);
+            return g.Id(a.node) < g.Id(b.node);
+          });
+          json out = json::array();
+          for (const Child& c : children) {
+            json child = TreeNodeJson(g, c.node, direction);
+            if (!c.edge.empty()) child["edge"] = c.edge;
+            out.push_back(std::move(child));
+          }
+          WriteJson(res, {{"node", std::move(node)},
+                          {"direction", direction == core::Direction::kUp ? "up" : "down"},
+                          {"children", std::move(out)}});
+          return absl::OkStatus();
+        });
+      });
+}
+
+absl::Status RestApi::Impl::ApplyVmFilters(const httplib::Request& req, json& vms) {
+  std::vector<std::function<bool(const json&)>> keep;
+
+  // cluster=NAME: the VMs of the cluster's hosts.
+  if (const std::optional<std::string> cluster = OptParam(req, "cluster")) {
+    std::set<std::string> hosts;
+    for (const HostView& h : registry.ListHosts()) {
+      if (h.record.cluster == *cluster) hosts.insert(h.record.id);
+    }
+    if (hosts.empty()) {
+      absl::StatusOr<std::vector<ClusterRecord>> known = catalog.ListClusters();
+      if (!known.ok()) return known.status();
+      if (std::none_of(known->begin(), known->end(),
+                       [&](const ClusterRecord& c) { return c.name == *cluster; })) {
+        return absl::NotFoundError(util::Cat("cluster '", *cluster, "' not found"));
+      }
+    }
+    keep.push_back(
+        [hosts](const json& vm) { return hosts.contains(vm["host"].get<std::string>()); });
+  }
+
+  // depends_on=NODE_ID: the VMs that rest, through any number of edges, on that node (the
+  // upward view of a storage volume, a storage system, a file system...).
+  if (const std::optional<std::string> node_id = OptParam(req, "depends_on")) {
+    std::set<std::string> uuids;
+    absl::Status found = graphs.Read([&](const core::Graph& g) -> absl::Status {
+      std::optional<core::NodeIndex> start = g.Find(*node_id);
+      if (!start) return absl::NotFoundError(util::Cat("node '", *node_id, "' not found"));
+      std::vector<core::NodeIndex> stack = {*start};
+      std::set<core::NodeIndex> seen = {*start};
+      while (!stack.empty()) {
+        const core::NodeIndex n = stack.back();
+        stack.pop_back();
+        if (g.Type(n) == core::NodeType::kVm) {
+          uuids.insert(VmJson(g, n)["uuid"].get<std::string>());
+          continue;  // what rests on a VM (its host) is not a dependant
+        }
+        for (const core::EdgeRef& e : g.InEdges(n)) {
+          if (seen.insert(e.node).second) stack.push_back(e.node);
+        }
+      }
+      return absl::OkStatus();
+    });
+    if (!found.ok()) return found;
+    keep.push_back(
+        [uuids](const json& vm) { return uuids.contains(vm["uuid"].get<std::string>()); });
+  }
+
+  // no_backup_since_hours=N: the VMs that no succeeded backup started in the last N hours holds.
+  if (HasParam("no_backup_since_hours")) {
+    absl::StatusOr<int64_t> hours = IntParam(req, "no_backup_since_hours", 0, 0, 876000);
+    if (!hours.ok()) return hours.status();
+    const CatalogTime cutoff = std::chrono::system_clock::now() - std::chrono::hours(*hours);
+    BackupListOptions opts;
+    opts.state = BackupState::kSucceeded;
+    opts.with_items = true;
+    opts.limit = 100000;
+    absl::StatusOr<std::vector<BackupRecord>> backups = catalog.ListBackups(opts);
+    if (!backups.ok()) return backups.status();
+    std::set<std::string> recent;
+    for (const BackupRecord& b : *backups) {
+      if (b.started_at < cutoff) break;  // newest first
+      for (const BackupItem& item : b.items) recent.insert(item.vm_uuid);
+    }
+    keep.push_back(
+        [recent](const json& vm) { return !recent.contains(vm["uuid"].get<std::string>()); });
+  }
+
+  if (keep.empty()) return absl::OkStatus();
+  json kept = json::array();
+  for (json& vm : vms) {
+    if (std::all_of(keep.begin(), keep.end(), [&](const auto& k) { return k(vm); })) {
+      kept.push_back(std::move(vm));
+    }
+  }
+  vms = std::move(kept);
   return absl::OkStatus();
 }
 

@@ -126,6 +126,7 @@ absl::Status Stratad::Start() {
   rest_options.threads = o.http_threads;
   rest_options.max_event_streams = o.max_event_streams;
   rest_options.stream_keepalive = o.stream_keepalive;
+  rest_options.web_root = o.web_root;
   s.jobs = std::make_unique<JobManager>(*s.catalog, *s.registry, s.graphs, *agents);
   s.rest = std::make_unique<RestApi>(*s.catalog, s.graphs, *s.registry, *s.events, s.metrics,
                                      rest_options);

@@ -43,6 +43,9 @@ struct RestOptions {
   std::chrono::milliseconds stream_keepalive{2000};
   int keep_alive_timeout_sec = 5;
   int keep_alive_max_count = 1000;
+  // The built web console (web/, see docs/api.md "Web console"): its files are served at `/`
+  // (index.html) and `/assets/...`. Empty: no console, only the API.
+  std::string web_root;
 };
 
 class RestApi {

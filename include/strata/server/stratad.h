@@ -34,6 +34,8 @@ struct StratadOptions {
   Clock clock;  // empty: system clock
   // Empty: gRPC to each agent's endpoint. Tests may inject another; it must outlive the server.
   AgentConnector* agents = nullptr;
+  // The built web console served at `/` (RestOptions::web_root); empty: none.
+  std::string web_root;
 };
 
 // Splits "host:port" or "[v6]:port". Errors name the text.
