@@ -132,8 +132,6 @@ echo "(the member coordinates: each VM's owner takes part, the shared volumes ar
 echo " and the answer comes back as one, per VM and node; db01's pass-through LUN and db02's rbd"
 echo " disk cannot be snapshotted here and fail with the reason)"
 show "$BIN/strata" backup --cluster prod --name demo-cluster || true
-"$BIN/strata" jobs --json 2>/dev/null | grep -o '"member": *"[^"]*"' | head -n 1 |
-  sed -E 's/.*"member": *"([^"]*)"/coordinated by: \1/' || true
 echo "\$ ls $SITE/volumes/gold/.strata-snapshots/"
 ls "$SITE/volumes/gold/.strata-snapshots/"
 step "A VM whose rbd disk no storage plug-in here can snapshot fails clearly (the others would not)"

@@ -428,8 +428,15 @@ struct JobManager::Impl {
     json vm_summary = json::array();
     for (const json& manifest : manifests) {
       for (const json& vm : manifest.value("vms", json::array())) {
+        // An agent that could not find a VM names it by what it was asked (its UUID).
+        std::string vm_name = vm.value("name", "");
+        for (const Target& t : targets) {
+          if (t.uuid == vm.value("uuid", "") && (vm_name.empty() || vm_name == t.uuid)) {
+            vm_name = t.name;
+          }
+        }
         vm_summary.push_back({{"uuid", vm.value("uuid", "")},
-                              {"name", vm.value("name", "")},
+                              {"name", vm_name},
                               {"host", vm.value("host", "")},
                               {"ok", vm.value("ok", false)},
                               {"error", vm.value("error", "")},

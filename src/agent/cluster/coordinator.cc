@@ -217,6 +217,7 @@ std::vector<MemberStatus> ClusterCoordinator::Members() const {
 }
 
 absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool refresh) {
+  std::set<std::string> answered;  // members that answered this call: reachable now
   // Looks the VM up in the cache: a running copy wins over a defined-only one.
   auto lookup = [&]() -> std::optional<VmOwner> {
     std::lock_guard lock(impl_->mutex);
@@ -226,8 +227,10 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
         if (summary.uuid != vm && summary.name != vm) continue;
         auto state = impl_->states.find(host);
         if (state == impl_->states.end()) continue;
-        VmOwner owner{state->second.member, state->second.state != MemberState::kUnreachable,
-                      state->second.error, summary};
+        const bool reachable =
+            state->second.state != MemberState::kUnreachable || answered.contains(host);
+        VmOwner owner{state->second.member, reachable, reachable ? "" : state->second.error,
+                      summary};
         if (!found || (summary.state == "running" && found->vm.state != "running")) {
           found = std::move(owner);
         }
@@ -238,24 +241,22 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
   if (!refresh) {
     if (std::optional<VmOwner> owner = lookup(); owner && owner->reachable) return *owner;
   }
-  // Ask every member not known to be unreachable (members not yet checked are asked too).
-  std::vector<ClusterMember> members = impl_->CurrentMembers();
-  std::vector<ClusterMember> ask;
-  std::vector<std::string> unasked;
+  // Ask every member. One last seen unreachable is asked too, under the health-check timeout:
+  // it may have come back since the last round (a backup should not fail on a stale view).
+  std::vector<ClusterMember> ask = impl_->CurrentMembers();
+  std::vector<std::chrono::milliseconds> timeouts(ask.size(), options_.rpc_timeout);
   {
     std::lock_guard lock(impl_->mutex);
-    for (const ClusterMember& member : members) {
-      auto it = impl_->states.find(member.host_id);
+    for (size_t i = 0; i < ask.size(); ++i) {
+      auto it = impl_->states.find(ask[i].host_id);
       if (it != impl_->states.end() && it->second.state == MemberState::kUnreachable) {
-        unasked.push_back(util::Cat(member.host_id, " (", it->second.error, ")"));
-      } else {
-        ask.push_back(member);
+        timeouts[i] = options_.health_timeout;
       }
     }
   }
+  std::vector<std::string> unasked;
   std::vector<absl::StatusOr<std::vector<VmSummary>>> answers(ask.size());
-  Impl::Parallel(ask.size(),
-                 [&](size_t i) { answers[i] = impl_->MemberVms(ask[i], options_.rpc_timeout); });
+  Impl::Parallel(ask.size(), [&](size_t i) { answers[i] = impl_->MemberVms(ask[i], timeouts[i]); });
   {
     std::lock_guard lock(impl_->mutex);
     for (size_t i = 0; i < ask.size(); ++i) {
@@ -263,6 +264,7 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
         impl_->vms_by_member[ask[i].host_id] = *answers[i];
         MemberStatus& status = impl_->states[ask[i].host_id];
         status.member = ask[i];
+        answered.insert(ask[i].host_id);
       } else {
         unasked.push_back(
             util::Cat(ask[i].host_id, " (", std::string(answers[i].status().message()), ")"));
@@ -273,7 +275,7 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
   std::string message =
       util::Cat("VM '", vm, "' is on no member of cluster '", options_.cluster, "'");
   if (!unasked.empty()) {
-    message = util::Cat(message, "; members not asked: ", util::Join(unasked, ", "));
+    message = util::Cat(message, "; members that did not answer: ", util::Join(unasked, ", "));
   }
   return absl::NotFoundError(message);
 }
