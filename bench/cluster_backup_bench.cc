@@ -32,6 +32,7 @@
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
 #include "strata/v1/agent.grpc.pb.h"
+#include "test_support.h"
 
 namespace {
 
@@ -41,21 +42,7 @@ using strata::util::Cat;
 using strata::util::ChildProcess;
 using strata::util::ChildProcessOptions;
 using Clock = std::chrono::steady_clock;
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
+using strata::testing::FreePort;
 
 std::string VmUuid(int i) {
   char buf[40];

@@ -24,6 +24,7 @@
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
 #include "stratad_process.h"
+#include "test_support.h"
 
 namespace {
 
@@ -34,33 +35,11 @@ using strata::util::Cat;
 using strata::util::ChildProcess;
 using strata::util::ChildProcessOptions;
 using Clock = std::chrono::steady_clock;
+using strata::testing::FreePort;
+using strata::testing::WaitUntil;
 
 constexpr milliseconds kStartTimeout{20000};
 constexpr char kVmUuid[] = "6b1c0000-0000-4000-8000-00000000a001";
-
-bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  return condition();
-}
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 class ClusterMigrationTest : public ::testing::Test {
  protected:

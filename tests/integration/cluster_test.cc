@@ -27,6 +27,7 @@
 #include "strata/util/process.h"
 #include "strata/v1/agent.grpc.pb.h"
 #include "stratad_process.h"
+#include "test_support.h"
 
 namespace {
 
@@ -35,37 +36,12 @@ using std::chrono::milliseconds;
 using strata::util::ChildProcess;
 using strata::util::ChildProcessOptions;
 using Clock = std::chrono::steady_clock;
+using strata::testing::FreePort;
+using strata::testing::WaitUntil;
 namespace v1 = strata::v1;
 
 constexpr milliseconds kStartTimeout{20000};
 const std::vector<std::string> kHosts = {"host-a", "host-b", "host-c"};
-
-bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  return condition();
-}
-
-// A port free now (bound to 0, read back, released): the members must know each other's
-// endpoints before they start.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 class ClusterTest : public ::testing::Test {
  protected:

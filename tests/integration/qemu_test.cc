@@ -30,6 +30,7 @@
 #include "strata/util/process.h"
 #include "strata/util/strings.h"
 #include "stratad_process.h"
+#include "test_support.h"
 
 namespace {
 
@@ -39,6 +40,7 @@ using strata::util::Cat;
 using strata::util::ChildProcess;
 using strata::util::ChildProcessOptions;
 using Clock = std::chrono::steady_clock;
+using strata::testing::WaitUntil;
 namespace fs = std::filesystem;
 
 constexpr milliseconds kStartTimeout{30000};
@@ -51,16 +53,6 @@ std::pair<int, std::string> Sh(const std::string& command) {
 }
 std::pair<int, std::string> Virsh(const std::string& args) {
   return Sh("virsh -q -c qemu:///system " + args);
-}
-
-bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout,
-               milliseconds step = milliseconds(100)) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(step);
-  }
-  return condition();
 }
 
 std::string Trim(std::string s) {

@@ -25,6 +25,7 @@
 #include "strata/util/process.h"
 #include "strata/v1/server.grpc.pb.h"
 #include "stratad_process.h"
+#include "test_support.h"
 
 namespace {
 
@@ -33,6 +34,7 @@ using std::chrono::milliseconds;
 using strata::util::ChildProcess;
 using strata::util::ChildProcessOptions;
 using Clock = std::chrono::steady_clock;
+using strata::testing::WaitUntil;
 
 constexpr int kHeartbeatIntervalMs = 200;
 constexpr int kHeartbeatTimeoutMs = 1000;
@@ -70,16 +72,6 @@ struct HttpAnswer {
   std::string body;
   json Json() const { return json::parse(body, nullptr, false); }
 };
-
-bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout,
-               milliseconds step = milliseconds(50)) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(step);
-  }
-  return condition();
-}
 
 class SystemTest : public ::testing::Test {
  protected:
