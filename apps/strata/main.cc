@@ -185,6 +185,11 @@ int main(int argc, char** argv) {
                    "What to do when the consistency cannot be had: pause or crash "
                    "(default: fail that VM)")
       ->check(CLI::IsMember({"pause", "crash"}));
+  backup_cmd
+      ->add_option("--vm-snapshot", backup.vm_snapshot,
+                   "VM-level snapshot: auto (internal on the test driver, an external overlay "
+                   "merged back on QEMU), internal, external or none")
+      ->check(CLI::IsMember({"auto", "internal", "external", "none"}));
   backup_cmd->add_option("--name", backup.name,
                          "Name of the backup (default: <policy or 'backup'>-YYYYMMDD-HHMMSS)");
   backup_cmd->add_option("--policy", backup.policy, "Retention policy the backup falls under");

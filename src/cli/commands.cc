@@ -133,7 +133,7 @@ json BackupBody(const BackupOptions& options) {
        {Key{"host", &options.host}, Key{"select", &options.select},
         Key{"cluster", &options.cluster}, Key{"consistency", &options.consistency},
         Key{"fallback", &options.fallback}, Key{"name", &options.name},
-        Key{"policy", &options.policy}}) {
+        Key{"policy", &options.policy}, Key{"vm_snapshot", &options.vm_snapshot}}) {
     if (!value->empty()) body[key] = *value;
   }
   body["verify"] = options.verify;

@@ -101,6 +101,7 @@ struct BackupOptions {
   std::string cluster;                // every VM of the cluster's hosts
   std::string consistency = "crash";  // crash, pause or quiesce
   std::string fallback;               // "", pause or crash: when the consistency cannot be had
+  std::string vm_snapshot;            // "", auto, internal, external or none
   std::string name;                   // empty: the server names it
   std::string policy;                 // retention policy
   bool verify = false;                // read the copies back and compare checksums

@@ -68,6 +68,7 @@ class GrpcAgentConnector final : public AgentConnector {
     request.set_verify(params.verify);
     request.set_requester(params.requester);
     request.set_policy(params.policy);
+    request.set_vm_snapshot(params.vm_snapshot);
     request.set_forwarded(params.forwarded);
     request.set_snapshot_name(params.snapshot_name);
     request.set_cluster(params.cluster);

@@ -332,6 +332,7 @@ struct JobManager::Impl {
           for (const Target& t : vms) params.vms.push_back(t.uuid);
           params.consistency = spec.consistency;
           params.fallback = spec.fallback;
+          params.vm_snapshot = spec.vm_snapshot;
           params.verify = spec.verify;
           params.requester = spec.requester;
           params.policy = spec.policy;
@@ -513,6 +514,11 @@ absl::StatusOr<JobStarted> JobManager::StartBackup(const BackupSpec& spec_in) {
   if (spec.consistency != "crash" && spec.consistency != "pause" && spec.consistency != "quiesce") {
     return absl::InvalidArgumentError(
         util::Cat("consistency must be crash, pause or quiesce, not '", spec.consistency, "'"));
+  }
+  if (!spec.vm_snapshot.empty() && spec.vm_snapshot != "auto" && spec.vm_snapshot != "internal" &&
+      spec.vm_snapshot != "external" && spec.vm_snapshot != "none") {
+    return absl::InvalidArgumentError(util::Cat(
+        "vm_snapshot must be auto, internal, external or none, not '", spec.vm_snapshot, "'"));
   }
   if (!spec.fallback.empty() && spec.fallback != "pause" && spec.fallback != "crash") {
     return absl::InvalidArgumentError(

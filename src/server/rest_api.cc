@@ -861,6 +861,7 @@ void RestApi::Impl::AddRoutes() {
         if (s.ok()) s = body->String("policy", spec.policy);
         if (s.ok()) s = body->Bool("verify", spec.verify);
         if (s.ok()) s = body->String("requester", spec.requester);
+        if (s.ok()) s = body->String("vm_snapshot", spec.vm_snapshot);
         if (!s.ok()) return s;
         if (spec.requester.empty()) spec.requester = req.get_header_value("X-Strata-User");
         if (spec.requester.empty()) spec.requester = req.remote_addr;

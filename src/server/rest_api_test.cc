@@ -272,6 +272,9 @@ TEST_F(RestTest, BackupRequestsAreValidatedAndAFailingAgentFailsTheJob) {
   EXPECT_EQ(
       Post("/api/v1/backups", R"({"vms":["web01"],"consistency":"yolo"})", 400),
       Error(400, "INVALID_ARGUMENT", "consistency must be crash, pause or quiesce, not 'yolo'"));
+  EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["web01"],"vm_snapshot":"fancy"})", 400),
+            Error(400, "INVALID_ARGUMENT",
+                  "vm_snapshot must be auto, internal, external or none, not 'fancy'"));
   EXPECT_EQ(Post("/api/v1/backups", R"({"vms":["web01"],"name":"../../etc/passwd"})",
                  400)["error"]["status"],
             "INVALID_ARGUMENT");

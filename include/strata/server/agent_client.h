@@ -40,6 +40,7 @@ struct AgentBackupParams {
   bool forwarded = false;
   // Non-empty: a cluster backup; the agent asked coordinates it (forwards each VM to its owner).
   std::string cluster;
+  std::string vm_snapshot;  // "": the agent's default ("auto")
 };
 
 // One progress step reported by an agent (backup or restore).

@@ -46,6 +46,9 @@ struct BackupSpec {
   std::string policy;
   bool verify = false;
   std::string requester;
+  // The VM-level snapshot: "" or "auto" (internal on the test driver, an external overlay on
+  // QEMU), "internal", "external", "none".
+  std::string vm_snapshot;
 };
 
 struct RestoreSpec {

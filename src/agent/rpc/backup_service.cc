@@ -311,6 +311,7 @@ grpc::Status BackupService::RunBackup(grpc::ServerContext* context,
   params.verify = request->verify();
   params.requester = request->requester();
   params.policy = request->policy();
+  if (!request->vm_snapshot().empty()) params.vm_snapshot = request->vm_snapshot();
   params.snapshot_name = request->snapshot_name();
   std::mutex write_mutex;  // progress may come from the engine's thread only, but be safe
   bool client_gone = false;
