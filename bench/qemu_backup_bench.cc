@@ -6,9 +6,10 @@
 // data, on one `dir` storage volume in /tmp), the same crash-consistent backup is taken --runs
 // times, alternating:
 //  - Strata: BackupEngine::Run through HostServices and the dlopen'ed libvirt and dir plug-ins,
-//    its hypervisor connection already open as in the running agent: an external disk-only
-//    snapshot per VM (overlays), one storage snapshot of the volume (reflink where the file
-//    system has it, sparse copy elsewhere), then per VM an active commit with pivot, overlay
+//    its hypervisor connection already open as in the running agent. VM after VM (the per-VM
+//    pipeline: crash consistency, a `dir` volume): an external disk-only snapshot (overlays),
+//    its disk added to the volume's one storage snapshot (the first VM makes it; reflink where
+//    the file system has it, sparse copy elsewhere), an active commit with pivot, overlay
 //    removed, snapshot record dropped (metadata only).
 //  - The operator's script (bash, virsh, cp), VM after VM: `virsh snapshot-create-as --disk-only
 //    --atomic`, `cp --reflink=auto --sparse=always` of the frozen base, `virsh blockcommit

@@ -9,7 +9,10 @@
 //  - A VM this engine put on overlays (real QEMU, external disk-only snapshot) is back on its
 //    original disk chain before Run returns, overlay files and snapshot record gone; if merging
 //    failed twice, the overlays are in a journal of their own that RecoverInterrupted finishes.
-//    Each VM is released as soon as the storage snapshots of its own volumes exist.
+//    Each VM is released as soon as the storage snapshots of its own volumes exist. A backup
+//    this host runs alone in crash consistency takes such VMs one at a time when every volume
+//    they use can add files to a snapshot later (dir): overlay, its files added to each
+//    volume's one snapshot, commit; so each VM is held for its own steps only.
 //  - A backup's storage snapshots that no succeeded VM uses are deleted before Run returns; so
 //    are VM-level snapshots of failed VMs. What stays is described by the returned manifest and
 //    by the manifest files on the volumes.
@@ -44,7 +47,8 @@ absl::StatusOr<ConsistencyMode> ParseConsistency(std::string_view text);
 // "freeze:<vm>", "vm-snapshot:<vm>", "overlay:<vm>", "overlay-done:<vm>" (after the external
 // snapshot exists), "commit:<vm>" and "commit-retry:<vm>" (bringing it back from its overlays),
 // "storage-snapshot:<volume>", "storage-snapshot-done:<volume>"
-// (after it was taken), "resume:<vm>", "verify:<vm>", "manifest",
+// (after it was taken), "storage-snapshot-append:<volume>" (the per-VM pipeline adding a later
+// VM's files to the volume's snapshot), "resume:<vm>", "verify:<vm>", "manifest",
 // "copy:<vm>:<disk>", "define:<vm>", "start:<vm>"). A non-OK status fails that step as if the
 // operation had failed.
 using FaultInjector = std::function<absl::Status(const std::string& step)>;

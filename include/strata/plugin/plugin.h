@@ -38,7 +38,8 @@ namespace strata::plugin {
 // 2: Hypervisor::SubscribeEvents (vtable), HypervisorEvent, EventKind, EventSink.
 // 3: VM control and snapshots on Hypervisor; storage snapshots (SnapshotRequest) on
 //    StoragePlugin.
-inline constexpr uint32_t kPluginApiVersion = 3;
+// 4: SnapshotRequest::append, StoragePlugin::CanAppendToSnapshot (vtable).
+inline constexpr uint32_t kPluginApiVersion = 4;
 inline constexpr int kPluginApiMismatch = 2;
 inline constexpr char kPluginEntryPoint[] = "strata_plugin_init";
 

@@ -69,6 +69,15 @@ struct SnapshotRequest {
   // Absolute paths of the files the snapshot must hold (the VM disks on this volume). A plug-in
   // that snapshots the whole volume (btrfs) holds them anyway; `dir` clones just these.
   std::vector<std::string> files;
+  // Add `files` to the existing snapshot `name` (made earlier by the same backup) instead of
+  // making a new one, so that a backup can take one snapshot per volume while it brings VMs
+  // through one at a time. All or nothing per call: on failure the files this call added are
+  // removed, those of earlier calls stay. NotFound when there is no such snapshot; AlreadyExists
+  // when one of `files` is already in it (nothing is added). The returned SnapshotInfo lists
+  // only this call's files (its `method` is theirs). Only plug-ins whose
+  // CanAppendToSnapshot() is true accept it; the others answer FailedPrecondition (btrfs: a
+  // snapshot is one instant of the whole subvolume) or Unimplemented.
+  bool append = false;
 };
 
 struct SnapshotFile {
@@ -115,6 +124,9 @@ class StoragePlugin {
     (void)volume_id;
     return Unimplemented("snapshots");
   }
+  // Whether CreateSnapshot accepts SnapshotRequest::append (a snapshot that is a set of copies,
+  // filled in several calls). Default: no.
+  virtual bool CanAppendToSnapshot() const { return false; }
 
  protected:
   // "storage plug-in 'dir' does not support snapshots"

@@ -99,6 +99,11 @@ class BtrfsPlugin final : public plugin::StoragePlugin {
       return absl::Status(status.code(), Cat("cannot snapshot ", what, " as '", request.name,
                                              "': ", status.message()));
     };
+    if (request.append) {
+      // A subvolume snapshot is one instant of the whole volume: nothing can be added later.
+      return failed(absl::FailedPreconditionError(
+          "a btrfs snapshot is one instant of the whole subvolume: files cannot be added to it"));
+    }
     if (absl::Status status = CheckSubvolume(root); !status.ok()) return failed(status);
     const uint64_t root_id = SubvolumeId(root);
     std::vector<volume_paths::FileInVolume> files;

@@ -108,6 +108,15 @@ TEST(BtrfsPluginTest, ADirectoryThatIsNotASubvolumeIsReportedWithTheReasonAndNot
   EXPECT_EQ(info.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(info.status().message(), "cannot snapshot btrfs volume 'gold' as 'b1': " + reason);
   EXPECT_FALSE(fs::exists(root + "/.strata-snapshots"));
+  // Appending to a snapshot is refused whatever the volume: the engine keeps one snapshot call.
+  EXPECT_FALSE(plugin->CanAppendToSnapshot());
+  absl::StatusOr<plugin::SnapshotInfo> appended =
+      plugin->CreateSnapshot({volumes[0].volume_id, "b1", {root + "/disk.img"}, true});
+  EXPECT_EQ(appended.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(appended.status().message(),
+            "cannot snapshot btrfs volume 'gold' as 'b1': a btrfs snapshot is one instant of the "
+            "whole subvolume: files cannot be added to it");
+  EXPECT_FALSE(fs::exists(root + "/.strata-snapshots"));
 
   // Names are checked first; unknown ids are NotFound.
   EXPECT_EQ(plugin->CreateSnapshot({volumes[0].volume_id, "../x", {}}).status().message(),

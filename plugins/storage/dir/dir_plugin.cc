@@ -89,6 +89,7 @@ class DirPlugin final : public plugin::StoragePlugin {
       }
       files.push_back(*std::move(resolved));
     }
+    if (request.append) return Append(request, **volume, files);
     absl::StatusOr<std::string> snapshots = volume_paths::EnsureSnapshotDir((*volume)->root, what);
     if (!snapshots.ok()) return snapshots.status();
     const std::string path = Cat(*snapshots, "/", request.name);
@@ -99,7 +100,9 @@ class DirPlugin final : public plugin::StoragePlugin {
       }
       return volume_paths::ErrnoError(errno, Cat("cannot create snapshot directory '", path, "'"));
     }
-    absl::StatusOr<plugin::SnapshotInfo> info = FillSnapshot(request, files, path, *snapshots);
+    std::vector<std::string> made;
+    absl::StatusOr<plugin::SnapshotInfo> info =
+        FillSnapshot(request, files, path, *snapshots, made);
     if (!info.ok()) {
       std::error_code ignored;
       std::filesystem::remove_all(path, ignored);  // all or nothing
@@ -108,6 +111,8 @@ class DirPlugin final : public plugin::StoragePlugin {
     }
     return info;
   }
+
+  bool CanAppendToSnapshot() const override { return true; }
 
   absl::Status DeleteSnapshot(const std::string& volume_id,
                               const std::string& snapshot_id) override {
@@ -163,10 +168,47 @@ class DirPlugin final : public plugin::StoragePlugin {
     return &it->second;
   }
 
-  // Clones every file into `path` and syncs what it made.
+  // SnapshotRequest::append: clones `files` into the existing snapshot; on failure removes what
+  // this call made (files, then the directories it created, deepest first).
+  absl::StatusOr<plugin::SnapshotInfo> Append(
+      const plugin::SnapshotRequest& request, const Known& volume,
+      const std::vector<volume_paths::FileInVolume>& files) {
+    const std::string what = Cat("dir volume '", volume.name, "'");
+    const std::string prefix =
+        Cat("cannot add ", files.size(), " files to snapshot '", request.name, "' of ", what, ": ");
+    absl::StatusOr<std::string> found =
+        volume_paths::ExistingSnapshot(volume.root, "dir", volume.name, request.name);
+    if (!found.ok()) {
+      return absl::Status(found.status().code(), Cat(prefix, found.status().message()));
+    }
+    const std::string& path = *found;
+    for (const volume_paths::FileInVolume& file : files) {
+      const std::string target = Cat(path, "/", file.relative);
+      struct stat st;
+      if (::lstat(target.c_str(), &st) == 0) {
+        return absl::AlreadyExistsError(
+            Cat(prefix, "'", file.relative, "' is already in it ('", target, "')"));
+      }
+    }
+    std::vector<std::string> made;
+    absl::StatusOr<plugin::SnapshotInfo> info =
+        FillSnapshot(request, files, path, volume_paths::SnapshotDir(volume.root), made);
+    if (!info.ok()) {
+      for (auto it = made.rbegin(); it != made.rend(); ++it) {
+        std::error_code ignored;
+        std::filesystem::remove(*it, ignored);  // a file, or a directory this call created
+      }
+      (void)volume_paths::SyncDirectory(path);
+      return absl::Status(info.status().code(), Cat(prefix, info.status().message()));
+    }
+    return info;
+  }
+
+  // Clones every file into `path` and syncs what it made. `made`: every file and directory it
+  // created, in order (parents before their entries).
   static absl::StatusOr<plugin::SnapshotInfo> FillSnapshot(
       const plugin::SnapshotRequest& request, const std::vector<volume_paths::FileInVolume>& files,
-      const std::string& path, const std::string& snapshots) {
+      const std::string& path, const std::string& snapshots, std::vector<std::string>& made) {
     plugin::SnapshotInfo info;
     info.snapshot_id = request.name;
     info.path = path;
@@ -177,8 +219,16 @@ class DirPlugin final : public plugin::StoragePlugin {
       auto it = done.find(file.relative);
       if (it == done.end()) {
         const std::filesystem::path target = std::filesystem::path(path) / file.relative;
+        std::vector<std::string> missing;  // deepest first
+        for (std::filesystem::path dir = target.parent_path(); dir.string() != path;
+             dir = dir.parent_path()) {
+          std::error_code exists_error;
+          if (std::filesystem::exists(dir, exists_error)) break;
+          missing.push_back(dir.string());
+        }
         std::error_code error;
         std::filesystem::create_directories(target.parent_path(), error);
+        made.insert(made.end(), missing.rbegin(), missing.rend());
         if (error) {
           return absl::Status(absl::ErrnoToStatusCode(error.value()),
                               Cat("cannot create directory '", target.parent_path().string(),
@@ -191,6 +241,7 @@ class DirPlugin final : public plugin::StoragePlugin {
         // One syncfs below instead of an fsync per copy.
         storage::CopyOptions copy_options;
         copy_options.sync = false;
+        made.push_back(target.string());  // removing a file never made is harmless
         absl::StatusOr<storage::CopyResult> copied =
             storage::CloneOrCopyFile(file.real_path, target.string(), copy_options);
         if (!copied.ok()) return copied.status();

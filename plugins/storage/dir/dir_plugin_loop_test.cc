@@ -176,6 +176,34 @@ TEST_P(DirSnapshotOnLoopTest, SnapshotUsesTheFileSystemsBestMethod) {
               ::testing::IsEmpty());
 }
 
+TEST_P(DirSnapshotOnLoopTest, AppendAddsACopyToTheSameSnapshot) {
+  const std::string first = root_ + "/images/first.raw";
+  const std::string second = root_ + "/images/second.raw";
+  WriteRandom(first, 0, 4 * kMiB, 4);
+  WriteRandom(second, 0, 4 * kMiB, 5);
+  storage::StorageResolver resolver(storage::ResolverOptions{"live", storage::SystemView{}, {}});
+  ResolverLocator locator(resolver);
+  std::unique_ptr<plugin::StoragePlugin> plugin = MakeDirPlugin({"live", {{"loopvol", root_}}});
+  std::vector<plugin::VolumeClaim> volumes = plugin->Volumes(locator);
+  ASSERT_EQ(volumes.size(), 1u);
+  const std::string id = volumes[0].volume_id;
+  ASSERT_TRUE(plugin->CreateSnapshot({id, "b1", {first}}).ok());
+  plugin::SnapshotRequest request{id, "b1", {second}};
+  request.append = true;
+  absl::StatusOr<plugin::SnapshotInfo> info = plugin->CreateSnapshot(request);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->method, GetParam().method);
+  ASSERT_EQ(info->files.size(), 1u);
+  EXPECT_EQ(info->files[0].path_in_snapshot, "images/second.raw");
+  EXPECT_EQ(storage::HashFile(info->path + "/images/second.raw").value_or(""),
+            storage::HashFile(second).value_or("-"));
+  EXPECT_EQ(storage::HashFile(info->path + "/images/first.raw").value_or(""),
+            storage::HashFile(first).value_or("-"));
+  EXPECT_THAT(plugin->ListSnapshots(id).value_or(std::vector<std::string>{"<failed>"}),
+              ::testing::ElementsAre("b1"));
+  ASSERT_TRUE(plugin->DeleteSnapshot(id, "b1").ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(FileSystems, DirSnapshotOnLoopTest,
                          ::testing::Values(FsCase{"ext4", "-F -q", "copy"},
                                            FsCase{"xfs", "-f -q -m reflink=1", "reflink"},

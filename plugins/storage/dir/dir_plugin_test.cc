@@ -218,6 +218,76 @@ TEST_F(DirSnapshotTest, ExistingNameIsAlreadyExistsAndKeepsTheFirst) {
   EXPECT_FALSE(fs::exists(SnapshotPath("b1") + "/images"));
 }
 
+absl::StatusOr<plugin::SnapshotInfo> Append(plugin::StoragePlugin& plugin, const std::string& id,
+                                            const std::string& name,
+                                            std::vector<std::string> files) {
+  plugin::SnapshotRequest request{id, name, std::move(files)};
+  request.append = true;
+  return plugin.CreateSnapshot(request);
+}
+
+TEST_F(DirSnapshotTest, AppendAddsFilesToTheSnapshotAndReturnsThoseFiles) {
+  EXPECT_TRUE(plugin_->CanAppendToSnapshot());
+  ASSERT_TRUE(Snapshot("b1", {root_ + "/db.raw"}).ok());
+  Write(root_ + "/db.raw", "changed before the append");
+  absl::StatusOr<plugin::SnapshotInfo> info =
+      Append(*plugin_, id_, "b1", {root_ + "/images/web01.qcow2"});
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->snapshot_id, "b1");
+  EXPECT_EQ(info->path, SnapshotPath("b1"));
+  EXPECT_THAT(info->method, ::testing::AnyOf("reflink", "copy"));
+  ASSERT_EQ(info->files.size(), 1u);  // only this call's
+  EXPECT_EQ(info->files[0].source_path, root_ + "/images/web01.qcow2");
+  EXPECT_EQ(info->files[0].path_in_snapshot, "images/web01.qcow2");
+  EXPECT_EQ(info->files[0].size_bytes, 10u);
+  // Both in the one snapshot; the earlier copy is as it was taken.
+  EXPECT_EQ(ReadAll(SnapshotPath("b1") + "/images/web01.qcow2"), "web01 data");
+  EXPECT_EQ(ReadAll(SnapshotPath("b1") + "/db.raw"), "db data");
+  EXPECT_THAT(*plugin_->ListSnapshots(id_), ElementsAre("b1"));
+}
+
+TEST_F(DirSnapshotTest, AppendToAMissingSnapshotIsNotFoundAndMakesNothing) {
+  absl::StatusOr<plugin::SnapshotInfo> info = Append(*plugin_, id_, "b9", {root_ + "/db.raw"});
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(info.status().message()),
+              ::testing::StartsWith("cannot add 1 files to snapshot 'b9' of dir volume 'gold': "));
+  EXPECT_FALSE(fs::exists(SnapshotPath("b9")));
+}
+
+TEST_F(DirSnapshotTest, AppendOfAFileAlreadyInItIsAlreadyExistsAndAddsNothing) {
+  ASSERT_TRUE(Snapshot("b1", {root_ + "/db.raw"}).ok());
+  absl::StatusOr<plugin::SnapshotInfo> info =
+      Append(*plugin_, id_, "b1", {root_ + "/images/web01.qcow2", root_ + "/db.raw"});
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(info.status().message(),
+            "cannot add 2 files to snapshot 'b1' of dir volume 'gold': 'db.raw' is already in it "
+            "('" +
+                SnapshotPath("b1") + "/db.raw')");
+  EXPECT_FALSE(fs::exists(SnapshotPath("b1") + "/images"));
+  EXPECT_EQ(ReadAll(SnapshotPath("b1") + "/db.raw"), "db data");
+}
+
+TEST_F(DirSnapshotTest, AppendFailureHalfWayRemovesOnlyWhatThisCallAdded) {
+  ASSERT_TRUE(Snapshot("b1", {root_ + "/db.raw"}).ok());
+  // The first file is cloned (into a directory this call creates), then the directory fails.
+  absl::StatusOr<plugin::SnapshotInfo> info =
+      Append(*plugin_, id_, "b1", {root_ + "/images/web01.qcow2", root_ + "/empty dir"});
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(info.status().message(),
+            "cannot add 2 files to snapshot 'b1' of dir volume 'gold': cannot copy '" + root_ +
+                "/empty dir' to '" + SnapshotPath("b1") + "/empty dir': it is not a regular file");
+  EXPECT_FALSE(fs::exists(SnapshotPath("b1") + "/images"));
+  EXPECT_FALSE(fs::exists(SnapshotPath("b1") + "/empty dir"));
+  EXPECT_EQ(ReadAll(SnapshotPath("b1") + "/db.raw"), "db data");
+  EXPECT_THAT(*plugin_->ListSnapshots(id_), ElementsAre("b1"));
+  // The snapshot takes further files afterwards.
+  absl::StatusOr<plugin::SnapshotInfo> again =
+      Append(*plugin_, id_, "b1", {root_ + "/images/web01.qcow2"});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ReadAll(SnapshotPath("b1") + "/images/web01.qcow2"), "web01 data");
+}
+
 TEST_F(DirSnapshotTest, UnknownVolumeIsNotFound) {
   const std::string unknown = "sv:dir:fake:/elsewhere";
   const std::string message = "no dir volume has the id '" + unknown +

@@ -126,6 +126,9 @@ struct VmWork {
   std::optional<overlay::VmOverlayPlan> overlay;
   bool on_overlay = false;
   bool released = false;  // released (resume, thaw) already, perhaps before the others
+  // Taken through the per-VM pipeline (overlay, add its files to its volumes' snapshots, commit)
+  // instead of with the others at once: see PipelineWanted.
+  bool pipelined = false;
 
   // The first failure is the VM's reason; later steps stop at `failed`.
   void Fail(std::string error) {
@@ -154,7 +157,27 @@ struct VolumeWork {
   std::string taken_root;
   std::string taken_plugin;
   bool shared = false;
+  bool journaled = false;  // the per-VM pipeline: its snapshot is in the journal already
 };
+
+// Whether `w` goes through the per-VM pipeline: a backup this host runs alone (a cluster
+// coordinator plans one snapshot per volume for every host at once), crash consistency (pause
+// and freeze hold every VM from the start: they would wait for the others' turns), a VM that
+// goes on overlays, and every volume it uses can add files to a snapshot later (dir; not btrfs,
+// whose snapshot is one instant of the whole volume).
+bool PipelineWanted(const BackupParams& params, const VmWork& w) {
+  if (params.coordination != nullptr || params.consistency != ConsistencyMode::kCrash) {
+    return false;
+  }
+  if (w.failed || !overlay::Wanted(params.vm_snapshot, w.domain)) return false;
+  for (const DiskPlan& d : w.disks) {
+    if (d.volume.plugin == nullptr || !d.volume.plugin->CanAppendToSnapshot()) return false;
+    for (const HostServices::FileVolume& below : d.chain_volumes) {
+      if (below.plugin == nullptr || !below.plugin->CanAppendToSnapshot()) return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -488,8 +511,9 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
     }
     if (!s.ok()) w.Fail(util::Cat("VM snapshot of '", w.vm.name, "' failed: ", Msg(s)));
   };
+  for (VmWork& w : work) w.pipelined = PipelineWanted(params, w);
   for (VmWork& w : work) {
-    if (w.failed) continue;
+    if (w.failed || w.pipelined) continue;  // later, one at a time
     if (overlay::Wanted(params.vm_snapshot, w.domain)) {
       take_overlay(w);
       continue;
@@ -525,7 +549,7 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
   // ---- storage snapshots: one per volume, serving every disk on it
   std::map<std::string, VolumeWork> volumes;
   for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].failed) continue;
+    if (work[i].failed || work[i].pipelined) continue;
     for (const DiskPlan& d : work[i].disks) {
       VolumeWork& v = volumes[d.volume.volume.volume_id];
       v.volume = d.volume;
@@ -601,6 +625,7 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
     journal.Add(
         "storage_snapshots",
         {{"volume", volume_id}, {"snapshot", snapshot_name}, {"root", v.volume.volume.root}});
+    v.journaled = true;
     if (s.ok()) {
       plugin::SnapshotRequest request;
       request.volume_id = volume_id;
@@ -621,6 +646,88 @@ absl::StatusOr<BackupOutcome> BackupEngine::Run(const BackupParams& params,
       }
     }
     volume_done(v);
+  }
+
+  // ---- the per-VM pipeline (see PipelineWanted): each VM in turn goes on its overlays, its
+  // files are added to the snapshot of each volume it uses (made by the first VM, or by the
+  // batched step above), and it is committed back. It is held for its own steps only, as a
+  // script doing one VM after another would hold it, and each volume still gets one snapshot.
+  const auto snapshot_files = [&](VmWork& w, const std::string& volume_id,
+                                  const std::vector<std::string>& files) -> absl::Status {
+    VolumeWork& v = volumes.at(volume_id);
+    std::vector<std::string> fresh;  // not in the snapshot yet (a shared base goes in once)
+    for (const std::string& f : files) {
+      if (!v.files.contains(f)) fresh.push_back(f);
+    }
+    if (fresh.empty()) return absl::OkStatus();
+    const std::string& volume_name = v.volume.volume.volume_name;
+    const bool append = v.snapshot.has_value();
+    report(&w, "storage-snapshot",
+           util::Cat(append ? "adding " : "taking ", fresh.size(), " files ", append ? "to" : "as",
+                     " snapshot '", snapshot_name, "' of volume '", volume_name, "'"),
+           40);
+    absl::Status s =
+        fault(util::Cat(append ? "storage-snapshot-append:" : "storage-snapshot:", volume_name));
+    if (!v.journaled) {
+      journal.Add(
+          "storage_snapshots",
+          {{"volume", volume_id}, {"snapshot", snapshot_name}, {"root", v.volume.volume.root}});
+      v.journaled = true;
+    }
+    if (!s.ok()) return s;
+    plugin::SnapshotRequest request;
+    request.volume_id = volume_id;
+    request.name = snapshot_name;
+    request.files = fresh;
+    request.append = append;
+    absl::StatusOr<plugin::SnapshotInfo> made = v.volume.plugin->CreateSnapshot(request);
+    if (!made.ok()) return made.status();  // the plug-in removed what this call added
+    v.files.insert(fresh.begin(), fresh.end());
+    if (!append) {
+      v.snapshot = *std::move(made);
+      return fault("storage-snapshot-done:" + volume_name);
+    }
+    if (made->method != v.snapshot->method) v.snapshot->method = "mixed";
+    v.snapshot->files.insert(v.snapshot->files.end(), made->files.begin(), made->files.end());
+    return absl::OkStatus();
+  };
+  const auto pipeline_vm = [&](size_t i) {
+    VmWork& w = work[i];
+    take_overlay(w);
+    // This VM's files by volume, in the order of first use (its disks, then backing files).
+    std::vector<std::pair<std::string, std::vector<std::string>>> by_volume;
+    const auto add = [&](const HostServices::FileVolume& where, const std::string& file) {
+      VolumeWork& v = volumes[where.volume.volume_id];
+      if (v.volume.plugin == nullptr) v.volume = where;
+      v.vms.insert(i);
+      auto it = std::find_if(by_volume.begin(), by_volume.end(), [&](const auto& entry) {
+        return entry.first == where.volume.volume_id;
+      });
+      if (it == by_volume.end()) {
+        it = by_volume.insert(by_volume.end(), {where.volume.volume_id, {}});
+      }
+      if (std::find(it->second.begin(), it->second.end(), file) == it->second.end()) {
+        it->second.push_back(file);
+      }
+    };
+    if (!w.failed) {
+      for (const DiskPlan& d : w.disks) add(d.volume, d.source_path);
+      for (const DiskPlan& d : w.disks) {
+        for (size_t k = 0; k < d.chain.size(); ++k) add(d.chain_volumes[k], d.chain[k]);
+      }
+    }
+    for (const auto& [volume_id, files] : by_volume) {
+      if (w.failed) break;
+      if (absl::Status s = snapshot_files(w, volume_id, files); !s.ok()) {
+        w.Fail(util::Cat("storage snapshot of volume '",
+                         volumes.at(volume_id).volume.volume.volume_name, "' failed: ", Msg(s)));
+      }
+    }
+    commit_vm(w);
+    release_vm(w);
+  };
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (work[i].pipelined && !work[i].failed) pipeline_vm(i);
   }
 
   if (coordinated) {

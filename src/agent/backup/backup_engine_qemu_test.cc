@@ -23,6 +23,7 @@
 #include "strata/agent/config.h"
 #include "strata/agent/host_services.h"
 #include "strata/agent/plugin_host.h"
+#include "strata/backup/manifest.h"
 #include "strata/util/process.h"
 #include "vm_overlay.h"
 
@@ -360,6 +361,138 @@ TEST_F(QemuBackupTest, ManyVmsOnTwoVolumesAreEachCommittedWhenTheirVolumesAreDon
   }
 }
 
+// Crash consistency on a dir volume: the per-VM pipeline. Each VM in turn goes on its overlay,
+// its files are added to the volume's one snapshot, and it is committed back before the next
+// VM's overlay is made; a base image two VMs share goes into the snapshot once.
+TEST_F(QemuBackupTest, PipelineHoldsOneVmAtATimeAndTakesOneSnapshotOfTheVolume) {
+  const std::string base = Image(Gold() + "/golden.qcow2", 0x11);
+  std::vector<std::string> names, disks;
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 4; ++i) {
+    const std::string d = i < 2 ? Image(Gold() + "/p" + std::to_string(i) + ".qcow2", 0, base)
+                                : Image(Gold() + "/p" + std::to_string(i) + ".qcow2", 0x20 + i);
+    disks.push_back(d);
+    names.push_back(StartVm({d}));
+    chains[names.back()] = {i < 2 ? "vda=" + d + "<-" + base : "vda=" + d};
+  }
+  std::vector<std::string> order;                        // "<step>:<vm>" of the per-VM steps
+  std::map<std::string, std::vector<std::string>> seen;  // VMs on an overlay at each snapshot
+  absl::StatusOr<BackupOutcome> out =
+      engine_->Run(Params(names, ConsistencyMode::kCrash), [&](const BackupStep& s) {
+        if (s.vm_name.empty()) return;
+        if (s.step == "overlay" || s.step == "storage-snapshot" || s.step == "committed") {
+          order.push_back(s.step + ":" + s.vm_name);
+        }
+        if (s.step == "storage-snapshot") {
+          for (const std::string& vm : names) {
+            if (Chains(vm) != chains[vm]) seen[s.vm_name].push_back(vm);
+          }
+        }
+      });
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->manifest.state, "succeeded");
+  std::vector<std::string> expected_order;
+  for (const std::string& vm : names) {
+    expected_order.insert(expected_order.end(),
+                          {"overlay:" + vm, "storage-snapshot:" + vm, "committed:" + vm});
+    // While its files were added, only this VM ran on an overlay.
+    EXPECT_THAT(seen[vm], ElementsAre(vm));
+  }
+  EXPECT_EQ(order, expected_order);
+  ASSERT_EQ(out->manifest.snapshots.size(), 1u);
+  const std::string snap = Gold() + "/.strata-snapshots/b1";
+  EXPECT_EQ(out->manifest.snapshots[0].path, snap);
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(snap)) {
+    files.push_back(e.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_THAT(files, ElementsAre("golden.qcow2", "p0.qcow2", "p1.qcow2", "p2.qcow2", "p3.qcow2"));
+  for (size_t i = 0; i < names.size(); ++i) {
+    const backup::ManifestVm& m = VmOf(out->manifest, names[i]);
+    ASSERT_TRUE(m.ok) << m.error;
+    EXPECT_EQ(m.vm_snapshot_kind, "external");
+    ASSERT_EQ(m.disks.size(), 1u);
+    EXPECT_EQ(m.disks[0].source_path, disks[i]);
+    EXPECT_EQ(m.disks[0].snapshot_path, snap + "/p" + std::to_string(i) + ".qcow2");
+    if (i >= 2) {
+      EXPECT_TRUE(Holds(m.disks[0].snapshot_path, 0x20 + static_cast<int>(i)));
+    }
+    ExpectBackOnOriginalChain(names[i], chains[names[i]]);
+  }
+  // The copy of an overlaid disk still reads its base from the copy of the base beside it.
+  EXPECT_TRUE(Holds(snap + "/golden.qcow2", 0x11));
+  absl::StatusOr<backup::BackupManifest> file =
+      backup::ReadManifestFile(Gold() + "/.strata-snapshots/b1.manifest.json");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->vms.size(), 4u);
+  EXPECT_EQ(file->state, "succeeded");
+  EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-b1.json"));
+}
+
+// A failure while the third VM's files are added fails that VM only: its files are not in the
+// snapshot, it is back on its disk, and the VMs after it are backed up.
+TEST_F(QemuBackupTest, PipelineFailureAtTheThirdVmsAppendFailsThatVmOnly) {
+  std::vector<std::string> names, disks;
+  for (int i = 0; i < 4; ++i) {
+    disks.push_back(Image(Gold() + "/a" + std::to_string(i) + ".qcow2", 0x30 + i));
+    names.push_back(StartVm({disks.back()}));
+  }
+  int appends = 0;
+  BackupEngine engine(*services_, [&](const std::string& step) {
+    // The first VM makes the snapshot; the second and later ones append to it.
+    if (step == "storage-snapshot-append:gold" && ++appends == 2) {
+      return absl::InternalError("injected at " + step);
+    }
+    return absl::OkStatus();
+  });
+  absl::StatusOr<BackupOutcome> out = engine.Run(Params(names, ConsistencyMode::kCrash), nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(appends, 3);
+  EXPECT_EQ(out->manifest.state, "partial");
+  ASSERT_EQ(out->manifest.snapshots.size(), 1u);
+  const std::string snap = Gold() + "/.strata-snapshots/b1";
+  for (size_t i = 0; i < names.size(); ++i) {
+    const backup::ManifestVm& m = VmOf(out->manifest, names[i]);
+    const std::string copy = snap + "/a" + std::to_string(i) + ".qcow2";
+    if (i == 2) {
+      EXPECT_FALSE(m.ok);
+      EXPECT_EQ(m.error,
+                "storage snapshot of volume 'gold' failed: injected at "
+                "storage-snapshot-append:gold");
+      EXPECT_THAT(m.disks, IsEmpty());
+      EXPECT_FALSE(fs::exists(copy));
+    } else {
+      ASSERT_TRUE(m.ok) << names[i] << ": " << m.error;
+      EXPECT_TRUE(Holds(copy, 0x30 + static_cast<int>(i)));
+    }
+    ExpectBackOnOriginalChain(names[i], {"vda=" + disks[i]});
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-b1.json"));
+}
+
+// When the volume's snapshot cannot be made, every VM that needs it fails (each retries making
+// it), and nothing is left behind.
+TEST_F(QemuBackupTest, PipelineFailureOfTheVolumesSnapshotFailsEveryVmAndLeavesNothing) {
+  std::vector<std::string> names, disks;
+  for (int i = 0; i < 2; ++i) {
+    disks.push_back(Image(Gold() + "/s" + std::to_string(i) + ".qcow2", 0x40 + i));
+    names.push_back(StartVm({disks.back()}));
+  }
+  faults_ = {"storage-snapshot:gold"};
+  absl::StatusOr<BackupOutcome> out = engine_->Run(Params(names, ConsistencyMode::kCrash), nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->manifest.state, "failed");
+  EXPECT_THAT(out->manifest.snapshots, IsEmpty());
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_THAT(VmOf(out->manifest, names[i]).error,
+                HasSubstr("storage snapshot of volume 'gold' failed"));
+    ExpectBackOnOriginalChain(names[i], {"vda=" + disks[i]});
+  }
+  EXPECT_FALSE(fs::exists(Gold() + "/.strata-snapshots/b1"));
+  EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-b1.json"));
+}
+
 // A failure between any two steps leaves the VM running on its original disk chain, with no
 // snapshot record and no overlay file; the VM fails in the manifest unless a retry saved it.
 struct FaultCase {
@@ -390,6 +523,28 @@ TEST_P(QemuBackupFaultTest, LeavesTheVmRunningOnItsOriginalDisk) {
   EXPECT_EQ(Chains(vm), std::vector<std::string>{"vda=" + disk});
   EXPECT_THAT(VmSnapshots(vm), IsEmpty());
   EXPECT_THAT(Overlays(), IsEmpty());
+  if (!GetParam().vm_ok) {
+    EXPECT_TRUE(out->manifest.snapshots.empty());
+    EXPECT_FALSE(fs::exists(Gold() + "/.strata-snapshots/b1"));
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-b1.json"));
+}
+
+// The same failures in crash consistency, where the VM goes through the per-VM pipeline.
+TEST_P(QemuBackupFaultTest, InThePipelineLeavesTheVmRunningOnItsOriginalDisk) {
+  if (GetParam().state != "running") GTEST_SKIP() << "crash consistency pauses nothing";
+  const std::string disk = Image(Gold() + "/f.qcow2", 0x11);
+  const std::string vm = StartVm({disk});
+  std::string step = GetParam().step;
+  if (auto at = step.find("<vm>"); at != std::string::npos) step.replace(at, 4, vm);
+  if (auto at = step.find("<vol>"); at != std::string::npos) step.replace(at, 5, "gold");
+  faults_ = {step};
+  absl::StatusOr<BackupOutcome> out = engine_->Run(Params({vm}, ConsistencyMode::kCrash), nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  const backup::ManifestVm& m = VmOf(out->manifest, vm);
+  EXPECT_EQ(m.ok, GetParam().vm_ok) << m.error;
+  EXPECT_THAT(m.error, HasSubstr(GetParam().error));
+  ExpectBackOnOriginalChain(vm, {"vda=" + disk});
   if (!GetParam().vm_ok) {
     EXPECT_TRUE(out->manifest.snapshots.empty());
     EXPECT_FALSE(fs::exists(Gold() + "/.strata-snapshots/b1"));
