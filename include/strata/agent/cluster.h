@@ -39,6 +39,33 @@ class ClusterMembership {
   virtual absl::StatusOr<std::vector<ClusterMember>> Members() = 0;
 };
 
+// Members from Pacemaker: the nodes `crm_mon --output-as=xml` lists (cluster members and
+// pacemaker_remote nodes; online or not: an offline node is a member the coordinator's health
+// checks find unreachable, a node no longer listed has left). A node's agent endpoint is
+// "<node name>:<agent_port>" unless `endpoints` names it (a cluster_members entry). The command
+// runs on every Members() call (each health round), so membership follows the cluster.
+class PacemakerMembership final : public ClusterMembership {
+ public:
+  PacemakerMembership(std::vector<std::string> command, int agent_port,
+                      std::vector<ClusterMember> endpoints)
+      : command_(std::move(command)), agent_port_(agent_port), endpoints_(std::move(endpoints)) {}
+  std::string_view name() const override { return "pacemaker"; }
+  // Unavailable naming the command and its output when it fails or its XML cannot be read.
+  absl::StatusOr<std::vector<ClusterMember>> Members() override;
+
+  static std::vector<std::string> DefaultCommand() { return {"crm_mon", "--output-as=xml"}; }
+
+ private:
+  const std::vector<std::string> command_;
+  const int agent_port_;
+  const std::vector<ClusterMember> endpoints_;
+};
+
+// The nodes of `crm_mon --output-as=xml` output (root <pacemaker-result> of Pacemaker >= 2.0.3,
+// or the older <crm_mon>), as members; InvalidArgument when it is not such a document.
+absl::StatusOr<std::vector<ClusterMember>> ParseCrmMonNodes(
+    std::string_view xml, int agent_port, const std::vector<ClusterMember>& endpoints);
+
 // Members from the agent config; they never change while the agent runs.
 class StaticMembership final : public ClusterMembership {
  public:

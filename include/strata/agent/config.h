@@ -44,6 +44,10 @@ struct AgentConfig {
   // Static cluster membership (this host may be listed too). With `cluster` set and members
   // listed, the agent runs the cluster coordinator.
   std::vector<ClusterMember> cluster_members;
+  // "static" (cluster_members) or "pacemaker" (crm_mon's nodes; cluster_members then only
+  // names endpoints that are not "<node>:<cluster_agent_port>").
+  std::string cluster_membership = "static";
+  int64_t cluster_agent_port = 7071;
   int64_t cluster_interval_ms = 1000;
   int64_t cluster_timeout_ms = 1000;
   std::string listen = kDefaultListen;

@@ -107,6 +107,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
   }
   for (auto [key, target] : {std::pair<std::string_view, std::string*>{"connect", &config.connect},
                              {"cluster", &config.cluster},
+                             {"cluster_membership", &config.cluster_membership},
                              {"listen", &config.listen},
                              {"server", &config.server},
                              {"plugin_dir", &config.plugin_dir},
@@ -139,6 +140,19 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
           util::Cat("'", key, "' must be a whole number of milliseconds (1 to 3600000)"));
     }
     *target = *value;
+  }
+  if (config.cluster_membership != "static" && config.cluster_membership != "pacemaker") {
+    return ConfigError(origin, root.get("cluster_membership")->source(),
+                       util::Cat("'cluster_membership' must be \"static\" or \"pacemaker\", not '",
+                                 config.cluster_membership, "'"));
+  }
+  if (const toml::node* node = root.get("cluster_agent_port"); node != nullptr) {
+    std::optional<int64_t> value = node->value_exact<int64_t>();
+    if (!value.has_value() || *value < 1 || *value > 65535) {
+      return ConfigError(origin, node->source(),
+                         "'cluster_agent_port' must be a port (1 to 65535)");
+    }
+    config.cluster_agent_port = *value;
   }
   if (const toml::node* node = root.get("cluster_members"); node != nullptr) {
     const toml::array* entries = node->as_array();
@@ -218,6 +232,12 @@ std::string RenderAgentConfig(const AgentConfig& config) {
   }
   if (config.cluster_timeout_ms != 1000)
     root.insert("cluster_timeout_ms", config.cluster_timeout_ms);
+  if (config.cluster_membership != "static") {
+    root.insert("cluster_membership", config.cluster_membership);
+  }
+  if (config.cluster_agent_port != 7071) {
+    root.insert("cluster_agent_port", config.cluster_agent_port);
+  }
   toml::table storage;
   for (auto [kind, volumes] :
        {std::pair<std::string_view, const std::vector<plugin::StorageVolumeConfig>*>{

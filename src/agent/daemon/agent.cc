@@ -62,15 +62,24 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                  p.descriptor.name, p.descriptor.version, p.file);
   }
   impl->services = std::make_unique<HostServices>(impl->plugins, config, std::move(options.system));
-  if (!config.cluster.empty() && !config.cluster_members.empty()) {
+  const bool pacemaker = config.cluster_membership == "pacemaker";
+  if (!config.cluster.empty() && (pacemaker || !config.cluster_members.empty())) {
     ClusterCoordinatorOptions cluster;
     cluster.cluster = config.cluster;
     cluster.self_host_id = config.host_id;
     cluster.interval = std::chrono::milliseconds(config.cluster_interval_ms);
     cluster.health_timeout = std::chrono::milliseconds(config.cluster_timeout_ms);
-    impl->cluster = std::make_unique<ClusterCoordinator>(
-        std::make_unique<StaticMembership>(config.cluster_members), impl->services->change_log(),
-        cluster);
+    std::unique_ptr<ClusterMembership> membership;
+    if (pacemaker) {
+      membership = std::make_unique<PacemakerMembership>(
+          PacemakerMembership::DefaultCommand(), static_cast<int>(config.cluster_agent_port),
+          config.cluster_members);
+    } else {
+      membership = std::make_unique<StaticMembership>(config.cluster_members);
+    }
+    spdlog::info("cluster '{}': {} membership", config.cluster, membership->name());
+    impl->cluster = std::make_unique<ClusterCoordinator>(std::move(membership),
+                                                         impl->services->change_log(), cluster);
   }
   absl::StatusOr<std::unique_ptr<AgentServer>> server =
       AgentServer::Start(*impl->services, config.listen, impl->cluster.get());
