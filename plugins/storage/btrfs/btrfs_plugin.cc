@@ -91,7 +91,7 @@ class BtrfsPlugin final : public plugin::StoragePlugin {
     if (absl::Status status = volume_paths::ValidateSnapshotName(request.name); !status.ok()) {
       return status;
     }
-    absl::StatusOr<const Known*> volume = Find(request.volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(request.volume_id);
     if (!volume.ok()) return volume.status();
     const std::string& root = (*volume)->root;
     const std::string what = Cat("btrfs volume '", (*volume)->name, "'");
@@ -162,7 +162,7 @@ class BtrfsPlugin final : public plugin::StoragePlugin {
     if (absl::Status status = volume_paths::ValidateSnapshotName(snapshot_id); !status.ok()) {
       return status;
     }
-    absl::StatusOr<const Known*> volume = Find(volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(volume_id);
     if (!volume.ok()) return volume.status();
     absl::StatusOr<std::string> found =
         volume_paths::ExistingSnapshot((*volume)->root, "btrfs", (*volume)->name, snapshot_id);
@@ -183,7 +183,7 @@ class BtrfsPlugin final : public plugin::StoragePlugin {
   }
 
   absl::StatusOr<std::vector<std::string>> ListSnapshots(const std::string& volume_id) override {
-    absl::StatusOr<const Known*> volume = Find(volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(volume_id);
     if (!volume.ok()) return volume.status();
     absl::StatusOr<std::vector<std::string>> names =
         volume_paths::ListSnapshotDirs((*volume)->root);
@@ -200,36 +200,20 @@ class BtrfsPlugin final : public plugin::StoragePlugin {
   }
 
  private:
-  struct Known {
-    std::string name;
-    std::string root;  // canonical
-  };
+  using Known = volume_paths::KnownVolumes::Volume;
 
+  // A volume that is not a subvolume is still reported (with the reason), so that discovery
+  // shows it; its snapshots fail.
   plugin::VolumeClaim Claim(const plugin::StorageVolumeConfig& volume,
                             const plugin::FileLocation& root) {
-    plugin::VolumeClaim claim;
-    claim.volume_id = "sv:btrfs:" + volume_paths::StripFs(root.fs_id) + ":" + root.path_in_fs;
-    claim.volume_name = volume.name;
-    claim.root = root.path;
-    claim.attrs = {{"kind", "btrfs"}, {"path", volume.path}};
+    plugin::VolumeClaim claim = known_.Claim(volume, root);
     if (absl::Status status = CheckSubvolume(root.path); !status.ok()) {
       claim.attrs.emplace_back("error", std::string(status.message()));
     }
-    known_[claim.volume_id] = Known{volume.name, root.path};
     return claim;
   }
-
-  absl::StatusOr<const Known*> Find(const std::string& volume_id) const {
-    auto it = known_.find(volume_id);
-    if (it == known_.end()) {
-      return absl::NotFoundError(Cat("no btrfs volume has the id '", volume_id,
-                                     "' (a volume is known once discovery has reported it)"));
-    }
-    return &it->second;
-  }
-
   plugin::StoragePluginConfig config_;
-  std::map<std::string, Known> known_;  // by volume id
+  volume_paths::KnownVolumes known_{"btrfs"};
 };
 
 }  // namespace

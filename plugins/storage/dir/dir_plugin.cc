@@ -49,7 +49,7 @@ class DirPlugin final : public plugin::StoragePlugin {
           !IsPathPrefix(root->path_in_fs, file.path_in_fs)) {
         continue;
       }
-      claims.push_back(Claim(volume, *root));
+      claims.push_back(known_.Claim(volume, *root));
     }
     return claims;
   }
@@ -58,7 +58,7 @@ class DirPlugin final : public plugin::StoragePlugin {
     std::vector<plugin::VolumeClaim> claims;
     for (const plugin::StorageVolumeConfig& volume : config_.volumes) {
       if (std::optional<plugin::FileLocation> root = locator.Locate(volume.path)) {
-        claims.push_back(Claim(volume, *root));
+        claims.push_back(known_.Claim(volume, *root));
       }
     }
     return claims;
@@ -69,7 +69,7 @@ class DirPlugin final : public plugin::StoragePlugin {
     if (absl::Status status = volume_paths::ValidateSnapshotName(request.name); !status.ok()) {
       return status;
     }
-    absl::StatusOr<const Known*> volume = Find(request.volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(request.volume_id);
     if (!volume.ok()) return volume.status();
     const std::string what = Cat("dir volume '", (*volume)->name, "'");
     if (request.files.empty()) {
@@ -119,7 +119,7 @@ class DirPlugin final : public plugin::StoragePlugin {
     if (absl::Status status = volume_paths::ValidateSnapshotName(snapshot_id); !status.ok()) {
       return status;
     }
-    absl::StatusOr<const Known*> volume = Find(volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(volume_id);
     if (!volume.ok()) return volume.status();
     absl::StatusOr<std::string> found =
         volume_paths::ExistingSnapshot((*volume)->root, "dir", (*volume)->name, snapshot_id);
@@ -136,37 +136,13 @@ class DirPlugin final : public plugin::StoragePlugin {
   }
 
   absl::StatusOr<std::vector<std::string>> ListSnapshots(const std::string& volume_id) override {
-    absl::StatusOr<const Known*> volume = Find(volume_id);
+    absl::StatusOr<const Known*> volume = known_.Find(volume_id);
     if (!volume.ok()) return volume.status();
     return volume_paths::ListSnapshotDirs((*volume)->root);
   }
 
  private:
-  // A volume as last reported: what snapshot calls need to find it by id.
-  struct Known {
-    std::string name;
-    std::string root;  // canonical
-  };
-
-  plugin::VolumeClaim Claim(const plugin::StorageVolumeConfig& volume,
-                            const plugin::FileLocation& root) {
-    plugin::VolumeClaim claim;
-    claim.volume_id = "sv:dir:" + volume_paths::StripFs(root.fs_id) + ":" + root.path_in_fs;
-    claim.volume_name = volume.name;
-    claim.root = root.path;
-    claim.attrs = {{"kind", "dir"}, {"path", volume.path}};
-    known_[claim.volume_id] = Known{volume.name, root.path};
-    return claim;
-  }
-
-  absl::StatusOr<const Known*> Find(const std::string& volume_id) const {
-    auto it = known_.find(volume_id);
-    if (it == known_.end()) {
-      return absl::NotFoundError(Cat("no dir volume has the id '", volume_id,
-                                     "' (a volume is known once discovery has reported it)"));
-    }
-    return &it->second;
-  }
+  using Known = volume_paths::KnownVolumes::Volume;
 
   // SnapshotRequest::append: clones `files` into the existing snapshot; on failure removes what
   // this call made (files, then the directories it created, deepest first).
@@ -264,7 +240,7 @@ class DirPlugin final : public plugin::StoragePlugin {
   }
 
   plugin::StoragePluginConfig config_;
-  std::map<std::string, Known> known_;  // by volume id
+  volume_paths::KnownVolumes known_{"dir"};
 };
 
 }  // namespace

@@ -153,4 +153,24 @@ absl::StatusOr<std::string> ExistingSnapshot(const std::string& root, std::strin
   return path;
 }
 
+plugin::VolumeClaim KnownVolumes::Claim(const plugin::StorageVolumeConfig& volume,
+                                        const plugin::FileLocation& root) {
+  plugin::VolumeClaim claim;
+  claim.volume_id = "sv:" + kind_ + ":" + StripFs(root.fs_id) + ":" + root.path_in_fs;
+  claim.volume_name = volume.name;
+  claim.root = root.path;
+  claim.attrs = {{"kind", kind_}, {"path", volume.path}};
+  by_id_[claim.volume_id] = Volume{volume.name, root.path};
+  return claim;
+}
+
+absl::StatusOr<const KnownVolumes::Volume*> KnownVolumes::Find(const std::string& volume_id) const {
+  auto it = by_id_.find(volume_id);
+  if (it == by_id_.end()) {
+    return absl::NotFoundError("no " + kind_ + " volume has the id '" + volume_id +
+                               "' (a volume is known once discovery has reported it)");
+  }
+  return &it->second;
+}
+
 }  // namespace strata::plugins::volume_paths

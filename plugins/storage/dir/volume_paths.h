@@ -3,13 +3,39 @@
 // Library strata_storage_volume_paths; no state, any thread.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "strata/plugin/storage.h"
 
 namespace strata::plugins::volume_paths {
+
+// The volumes a directory-like plug-in has reported (ClaimFile/Volumes), by volume id: the
+// snapshot calls name a volume by that id only. Not thread-safe (a plug-in is called one call at
+// a time).
+class KnownVolumes {
+ public:
+  struct Volume {
+    std::string name;
+    std::string root;  // canonical
+  };
+
+  explicit KnownVolumes(std::string kind) : kind_(std::move(kind)) {}
+
+  // The claim of `volume`, rooted at `root`: id "sv:<kind>:<fs>:<path in fs>", attrs kind and
+  // path. Remembered for Find.
+  plugin::VolumeClaim Claim(const plugin::StorageVolumeConfig& volume,
+                            const plugin::FileLocation& root);
+  // NotFound "no <kind> volume has the id '...'" when the id was never claimed.
+  absl::StatusOr<const Volume*> Find(const std::string& volume_id) const;
+
+ private:
+  const std::string kind_;
+  std::map<std::string, Volume> by_id_;
+};
 
 // True when `prefix` is `path` or one of its parent directories ("/" holds everything).
 bool IsPathPrefix(std::string_view prefix, std::string_view path);
