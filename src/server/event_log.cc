@@ -34,6 +34,11 @@ absl::StatusOr<std::vector<EventRecord>> EventLog::List(int64_t after_seq, int l
   return catalog_.ListEvents(after_seq, limit, host);
 }
 
+absl::StatusOr<std::vector<EventRecord>> EventLog::ListVm(const std::string& vm_uuid,
+                                                          int64_t after_seq, int limit) {
+  return catalog_.ListVmEvents(vm_uuid, after_seq, limit);
+}
+
 int64_t EventLog::LatestSeq() const {
   std::lock_guard lock(mu_);
   return latest_;

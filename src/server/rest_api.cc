@@ -802,11 +802,16 @@ void RestApi::Impl::AddRoutes() {
         absl::StatusOr<int64_t> limit = IntParam(req, "limit", 100, 1, 10000);
         if (!limit.ok()) return limit.status();
         const std::optional<std::string> host = OptParam(req, "host");
+        const std::optional<std::string> vm = OptParam(req, "vm");
+        if (host && vm) {
+          return absl::InvalidArgumentError("filter events by host or by vm, not both");
+        }
         if (host) {
           if (absl::StatusOr<HostView> h = registry.GetHost(*host); !h.ok()) return h.status();
         }
         absl::StatusOr<std::vector<EventRecord>> list =
-            events.List(*after, static_cast<int>(*limit), host);
+            vm ? events.ListVm(*vm, *after, static_cast<int>(*limit))
+               : events.List(*after, static_cast<int>(*limit), host);
         if (!list.ok()) return list.status();
         json out = json::array();
         for (const EventRecord& e : *list) out.push_back(EventJson(e));

@@ -268,5 +268,28 @@ TEST_F(WebConsoleTest, RecentEventsAreTheNewestAndSayWhereTheStreamGoesOn) {
             "bad value '0' for 'limit': expected a whole number from 1 to 1000");
 }
 
+TEST_F(WebConsoleTest, OneVmsEventsWhateverItsHost) {
+  std::vector<EventRecord> batch;
+  for (int i = 0; i < 9; ++i) {
+    batch.push_back(EventRecord{.host = "host-a",
+                                .vm_uuid = i % 3 == 0 ? "u-mine" : "u-other",
+                                .kind = EventKind::kModified,
+                                .time = std::chrono::system_clock::now(),
+                                .detail = {{"sequence", i}}});
+  }
+  ASSERT_TRUE(server_->events().Append(batch).ok());
+  json mine = Get("/api/v1/events?vm=u-mine");
+  ASSERT_EQ(mine["events"].size(), 3u) << mine.dump();
+  for (const json& e : mine["events"]) EXPECT_EQ(e["vm_uuid"], "u-mine");
+  EXPECT_EQ(mine["events"][2]["detail"]["sequence"], 6);
+  const int64_t after = mine["events"][0]["seq"].get<int64_t>();
+  EXPECT_EQ(Get("/api/v1/events?vm=u-mine&limit=1&after=" +
+                std::to_string(after))["events"][0]["detail"]["sequence"],
+            3);
+  EXPECT_TRUE(Get("/api/v1/events?vm=u-never")["events"].empty());
+  EXPECT_EQ(Get("/api/v1/events?vm=u-mine&host=host-a", 400)["error"]["message"],
+            "filter events by host or by vm, not both");
+}
+
 }  // namespace
 }  // namespace strata::server

@@ -456,6 +456,16 @@ step("VM page: the resource graph, drawn with Cytoscape.js", async () => {
     text,
     `${vm.graph.nodes.length} nodes, ${vm.graph.edges.length} edges`,
   );
+  // Its events, from GET /api/v1/events?vm=UUID: the same count the API gives.
+  const logged = await api(
+    `/api/v1/events?vm=${encodeURIComponent(vm.uuid)}&limit=10000`,
+  );
+  assert.ok(logged.events.length > 0);
+  await page.waitForSelector('[data-testid="vm-events"] li .feed-kind');
+  assert.equal(
+    await count('[data-testid="vm-events"] li .feed-kind'),
+    Math.min(logged.events.length, 15),
+  );
 });
 
 step(

@@ -217,8 +217,8 @@ export const api = {
     call<Children>("GET", `/graph/children${query({ id, direction })}`),
   graph: (select: string, direction: "down" | "up" | "none", to?: string) =>
     call<Graph>("GET", `/graph${query({ select, direction, to })}`),
-  events: (after = 0, limit = 100, host?: string) =>
-    call<{ events: StrataEvent[] }>("GET", `/events${query({ after, limit, host })}`).then(
+  events: (after = 0, limit = 100, host?: string, vm?: string) =>
+    call<{ events: StrataEvent[] }>("GET", `/events${query({ after, limit, host, vm })}`).then(
       (r) => r.events,
     ),
   // The newest events and the newest sequence number (the stream goes on after it).

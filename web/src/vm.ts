@@ -211,9 +211,9 @@ export async function renderVmPage(
   try {
     const mine: StrataEvent[] = [];
     let after = 0;
-    for (let page = 0; page < 20; page++) {
-      const list = await api.events(after, 10000, vm.host);
-      mine.push(...list.filter((e) => e.vm_uuid === vm.uuid));
+    while (true) {
+      const list = await api.events(after, 10000, undefined, vm.uuid);
+      mine.push(...list);
       if (list.length < 10000) break;
       after = list[list.length - 1].seq;
     }

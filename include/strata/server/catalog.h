@@ -226,6 +226,9 @@ class Catalog {
       const std::vector<EventRecord>& events) = 0;
   virtual absl::StatusOr<std::vector<EventRecord>> ListEvents(
       int64_t after_seq, int limit, const std::optional<std::string>& host) = 0;
+  // The same for one VM's events (by UUID, on whichever host; a VM that is gone still has them).
+  virtual absl::StatusOr<std::vector<EventRecord>> ListVmEvents(const std::string& vm_uuid,
+                                                                int64_t after_seq, int limit) = 0;
 
   // Backups. CreateBackup stores the backup and its items in one transaction. AddBackupItems
   // appends items to a running backup. FinishBackup moves a running backup to succeeded or

@@ -27,6 +27,8 @@ class EventLog {
   absl::StatusOr<std::vector<int64_t>> Append(const std::vector<EventRecord>& events);
   absl::StatusOr<std::vector<EventRecord>> List(int64_t after_seq, int limit,
                                                 const std::optional<std::string>& host);
+  absl::StatusOr<std::vector<EventRecord>> ListVm(const std::string& vm_uuid, int64_t after_seq,
+                                                  int limit);
 
   // The newest sequence number known (0 when the log is empty).
   int64_t LatestSeq() const;

@@ -762,18 +762,38 @@ class SqliteCatalog final : public Catalog {
       s.Int(1, after_seq).Int(2, limit);
       stmt.emplace(std::move(s));
     }
+    return ReadEvents(*stmt);
+  }
+
+  absl::StatusOr<std::vector<EventRecord>> ListVmEvents(const std::string& vm_uuid,
+                                                        int64_t after_seq, int limit) override {
+    STRATA_RETURN_IF_ERROR(CheckLimit(limit, 10000));
+    if (after_seq < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("negative event seq ", after_seq));
+    }
+    std::lock_guard lock(mu_);
+    STRATA_ASSIGN_OR_RETURN(
+        Stmt stmt, Prepare(absl::StrCat("SELECT ", kEventColumns,
+                                        " FROM events WHERE vm_uuid = ? AND seq > ? ORDER BY seq "
+                                        "LIMIT ?")));
+    stmt.Text(1, vm_uuid).Int(2, after_seq).Int(3, limit);
+    return ReadEvents(stmt);
+  }
+
+  // The rows of an events query (kEventColumns), in order. Called with mu_ held.
+  absl::StatusOr<std::vector<EventRecord>> ReadEvents(Stmt& stmt) {
     std::vector<EventRecord> out;
     while (true) {
-      STRATA_ASSIGN_OR_RETURN(bool row, stmt->Step("listing events"));
+      STRATA_ASSIGN_OR_RETURN(bool row, stmt.Step("listing events"));
       if (!row) break;
       EventRecord e;
-      e.seq = stmt->ColInt(0);
-      e.host = stmt->ColText(1);
-      e.vm_uuid = stmt->ColText(2);
+      e.seq = stmt.ColInt(0);
+      e.host = stmt.ColText(1);
+      e.vm_uuid = stmt.ColText(2);
       const std::string what = absl::StrCat("event ", e.seq);
-      STRATA_ASSIGN_OR_RETURN(e.kind, ParseStoredEnum(stmt->ColText(3), what, kEventKinds));
-      e.time = FromMicros(stmt->ColInt(4));
-      STRATA_ASSIGN_OR_RETURN(e.detail, ParseStoredJson(stmt->ColText(5), what));
+      STRATA_ASSIGN_OR_RETURN(e.kind, ParseStoredEnum(stmt.ColText(3), what, kEventKinds));
+      e.time = FromMicros(stmt.ColInt(4));
+      STRATA_ASSIGN_OR_RETURN(e.detail, ParseStoredJson(stmt.ColText(5), what));
       out.push_back(std::move(e));
     }
     return out;

@@ -566,6 +566,17 @@ TEST_F(CatalogTest, ListEventsPages) {
   EXPECT_EQ(std::string(c->ListEvents(0, 0, std::nullopt).status().message()),
             "limit 0 is out of range (1..10000)");
   EXPECT_EQ(c->ListEvents(0, 10, "host-z").status().code(), absl::StatusCode::kNotFound);
+
+  // One VM's events, whichever host logged them.
+  ASSERT_TRUE(c->AppendEvents({{.host = "host-b", .vm_uuid = "u1", .time = T(99)}}).ok());
+  absl::StatusOr<std::vector<EventRecord>> u1 = c->ListVmEvents("u1", 0, 10);
+  ASSERT_TRUE(u1.ok()) << u1.status();
+  ASSERT_THAT(*u1, SizeIs(2));
+  EXPECT_EQ((*u1)[0].host, "host-a");
+  EXPECT_EQ((*u1)[1].host, "host-b");
+  EXPECT_THAT(*c->ListVmEvents("u1", (*u1)[0].seq, 10), SizeIs(1));
+  EXPECT_THAT(*c->ListVmEvents("nope", 0, 10), SizeIs(0));
+  EXPECT_EQ(c->ListVmEvents("u1", 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---- backups -----------------------------------------------------------------------------
