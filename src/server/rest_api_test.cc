@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "strata/server/stratad.h"
-#include "testing/fake_agent.h"
+#include "testing/sample_host.h"
 
 namespace strata::server {
 namespace {
@@ -31,11 +31,7 @@ class RestTest : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db"))
               .string();
     std::filesystem::remove(db_);
-    core::Graph graph;
-    testing::AddVm(graph, "host-a", "u1", "web01", "nas");
-    testing::AddVm(graph, "host-a", "u2", "db01", "nas", "shut off");
-    agent_.SetGraph(std::move(graph), {{"u1", "web01", "running"}, {"u2", "db01", "shut off"}});
-    agent_.Start();
+    testing::StartSampleAgent(agent_);
     StratadOptions options;
     options.grpc_listen = "127.0.0.1:0";
     options.http_listen = "127.0.0.1:0";
@@ -45,15 +41,8 @@ class RestTest : public ::testing::Test {
     options.stream_keepalive = std::chrono::milliseconds(200);
     server_ = std::make_unique<Stratad>(options);
     ASSERT_TRUE(server_->Start().ok());
-    RegisterInfo info;
-    info.host_id = "host-a";
-    info.cluster = "prod";
-    info.endpoint = agent_.endpoint();
-    info.version = "1.0";
-    ASSERT_TRUE(server_->registry().Register(info).ok());
-    ASSERT_TRUE(server_->registry().WaitForIdle(std::chrono::seconds(10)));
-    const std::string http = server_->http_address();
-    port_ = std::stoi(http.substr(http.rfind(':') + 1));
+    ASSERT_TRUE(testing::RegisterSampleAgent(*server_, agent_).ok());
+    port_ = testing::HttpPort(*server_);
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
     // One connection, so one server thread serves the requests in order (the metrics of one
     // request are recorded after its response is written).

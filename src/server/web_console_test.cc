@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "strata/server/stratad.h"
-#include "testing/fake_agent.h"
+#include "testing/sample_host.h"
 
 namespace strata::server {
 namespace {
@@ -42,11 +42,7 @@ class WebConsoleTest : public ::testing::Test {
     WriteFile(dir_ / "secret.txt", "root:x:0:0:secret");
     std::filesystem::create_symlink(dir_ / "secret.txt", dir_ / "web/assets/link.txt");
 
-    core::Graph graph;
-    testing::AddVm(graph, "host-a", "u1", "web01", "nas");
-    testing::AddVm(graph, "host-a", "u2", "db01", "nas", "shut off");
-    agent_.SetGraph(std::move(graph), {{"u1", "web01", "running"}, {"u2", "db01", "shut off"}});
-    agent_.Start();
+    testing::StartSampleAgent(agent_);
     StratadOptions options;
     options.grpc_listen = "127.0.0.1:0";
     options.http_listen = "127.0.0.1:0";
@@ -55,16 +51,8 @@ class WebConsoleTest : public ::testing::Test {
     options.web_root = WebRoot();
     server_ = std::make_unique<Stratad>(options);
     ASSERT_TRUE(server_->Start().ok());
-    RegisterInfo info;
-    info.host_id = "host-a";
-    info.cluster = "prod";
-    info.endpoint = agent_.endpoint();
-    info.version = "1.0";
-    ASSERT_TRUE(server_->registry().Register(info).ok());
-    ASSERT_TRUE(server_->registry().WaitForIdle(std::chrono::seconds(10)));
-    const std::string http = server_->http_address();
-    client_ =
-        std::make_unique<httplib::Client>("127.0.0.1", std::stoi(http.substr(http.rfind(':') + 1)));
+    ASSERT_TRUE(testing::RegisterSampleAgent(*server_, agent_).ok());
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", testing::HttpPort(*server_));
   }
   void TearDown() override {
     client_.reset();
