@@ -280,6 +280,10 @@ absl::StatusOr<VmOwner> ClusterCoordinator::Owner(const std::string& vm, bool re
   return absl::NotFoundError(message);
 }
 
+std::shared_ptr<grpc::Channel> ClusterCoordinator::MemberChannel(const std::string& endpoint) {
+  return impl_->Channel(endpoint);
+}
+
 std::vector<absl::StatusOr<VmOwner>> ClusterCoordinator::Owners(
     const std::vector<std::string>& vms) {
   std::vector<absl::StatusOr<VmOwner>> out;

@@ -35,6 +35,10 @@
 #include "strata/agent/host_services.h"
 #include "strata/core/graph.h"
 
+namespace grpc {
+class Channel;
+}
+
 namespace strata::agent {
 
 struct ClusterCoordinatorOptions {
@@ -101,6 +105,10 @@ class ClusterCoordinator {
   // Every reachable member's whole graph, merged, with the cluster node and its has_member
   // edges. Members that fail are listed in `unreachable`.
   absl::StatusOr<ClusterView> Discover();
+
+  // The coordinator's channel to a member's endpoint (shared, quick to reconnect), for other
+  // RPCs to members: forwarded backups use the channel the ownership round just used.
+  std::shared_ptr<grpc::Channel> MemberChannel(const std::string& endpoint);
 
  private:
   struct Impl;

@@ -128,11 +128,23 @@ grpc::Status BackupService::RunForCluster(grpc::ServerContext* context,
   std::optional<Clock::time_point> first_hold;
   const Clock::time_point forwarded_at = Clock::now();
   for (auto& [host_id, owner] : owners) {
-    owner.stub = v1::Backup::NewStub(
-        grpc::CreateChannel(owner.endpoint, grpc::InsecureChannelCredentials()));
+    // The channel the ownership round just used (connected, quick to reconnect): a fresh
+    // channel's first connect can fail under load and would fail the owner's VMs for nothing.
+    std::shared_ptr<grpc::Channel> channel = cluster_->MemberChannel(owner.endpoint);
+    owner.stub = v1::Backup::NewStub(channel);
     sub_contexts.push_back(std::make_unique<grpc::ClientContext>());
     grpc::ClientContext* sub_context = sub_contexts.back().get();
-    threads.emplace_back([&, sub_context, o = &owner] {
+    threads.emplace_back([&, channel, sub_context, o = &owner] {
+      // Nothing has been asked of the owner before it is connected, so waiting is safe; the
+      // bound keeps a member that died since the ownership round from stalling the backup.
+      constexpr auto kConnectTimeout = std::chrono::seconds(5);
+      if (!channel->WaitForConnected(std::chrono::system_clock::now() + kConnectTimeout)) {
+        std::lock_guard lock(mu);
+        o->phase = Owner::Phase::kEnded;
+        o->error = util::Cat("cannot connect to ", o->endpoint, " within 5 s");
+        changed.notify_all();
+        return;
+      }
       v1::BackupRequest sub = request;
       sub.set_forwarded(true);
       sub.clear_cluster();
