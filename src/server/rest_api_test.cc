@@ -117,6 +117,21 @@ TEST_F(RestTest, HealthzAndMetrics) {
       HasSubstr("strata_http_requests_total{route=\"unmatched\",method=\"GET\",code=\"404\"} 1\n"));
 }
 
+TEST_F(RestTest, ASecondServerOnTheSameGrpcPortFailsToStart) {
+  StratadOptions options;
+  options.grpc_listen = server_->grpc_address();
+  options.http_listen = "127.0.0.1:0";
+  options.db_path = db_ + ".second";
+  Stratad second(options);
+  absl::Status started = second.Start();
+  EXPECT_EQ(started.code(), absl::StatusCode::kUnavailable) << started;
+  EXPECT_THAT(started.message(), HasSubstr("cannot listen on " + server_->grpc_address()));
+  second.Stop();
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::filesystem::remove(db_ + ".second" + suffix);
+  }
+}
+
 TEST_F(RestTest, Hosts) {
   json hosts = Get("/api/v1/hosts");
   ASSERT_EQ(hosts["hosts"].size(), 1u);

@@ -110,6 +110,9 @@ absl::Status Stratad::Start() {
   s.service = std::make_unique<RegistryService>(*s.registry);
   grpc::ServerBuilder builder;
   int bound_grpc = 0;
+  // Without this gRPC sets SO_REUSEPORT, and a second stratad on a taken port would "succeed"
+  // and share the agents' connections with the first.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(JoinAddress(grpc_host, grpc_port), grpc::InsecureServerCredentials(),
                            &bound_grpc);
   builder.RegisterService(s.service.get());
