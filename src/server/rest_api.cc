@@ -1,6 +1,7 @@
 #include "strata/server/rest_api.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -563,6 +564,12 @@ struct RestApi::Impl {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_request.start).count();
       metrics.Record(req.method, t_request.route_name, res.status, seconds);
+    });
+    // httplib's default sets SO_REUSEPORT, with which a second server on a taken port would
+    // bind too and take half the requests; SO_REUSEADDR alone still allows a quick restart.
+    server.set_socket_options([](int sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
     if (options.port == 0) {
       port = server.bind_to_any_port(options.host);

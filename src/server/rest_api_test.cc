@@ -132,6 +132,22 @@ TEST_F(RestTest, ASecondServerOnTheSameGrpcPortFailsToStart) {
   }
 }
 
+TEST_F(RestTest, ASecondServerOnTheSameHttpPortFailsToStart) {
+  StratadOptions options;
+  options.grpc_listen = "127.0.0.1:0";
+  options.http_listen = server_->http_address();
+  options.db_path = db_ + ".second";
+  Stratad second(options);
+  absl::Status started = second.Start();
+  EXPECT_EQ(started.code(), absl::StatusCode::kUnavailable) << started;
+  EXPECT_THAT(started.message(), HasSubstr("HTTP: cannot listen on " + server_->http_address()));
+  second.Stop();
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::filesystem::remove(db_ + ".second" + suffix);
+  }
+  EXPECT_EQ(Get("/healthz")["status"], "ok");  // the first one still answers
+}
+
 TEST_F(RestTest, Hosts) {
   json hosts = Get("/api/v1/hosts");
   ASSERT_EQ(hosts["hosts"].size(), 1u);
