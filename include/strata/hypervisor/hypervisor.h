@@ -76,6 +76,14 @@ struct VmSnapshotRequest {
   std::vector<std::pair<std::string, std::string>> overlays;  // (target, overlay path)
 };
 
+// A change of one disk's source in a shut-off VM's saved definition (SetSavedDiskSource).
+struct DiskSourceChange {
+  std::string target;         // "vda"
+  std::string expected_path;  // the disk's saved source now; any other source is refused
+  std::string path;           // the new source: a file
+  std::string format;         // its driver type ("qcow2", "raw"); empty: left as it is
+};
+
 struct VmSnapshot {
   std::string name;
   bool external = false;
@@ -143,6 +151,16 @@ class Hypervisor {
     (void)target;
     (void)timeout;
     return Missing(vm, "block commit");
+  }
+  // Points disk `change.target` of a shut-off VM's saved definition at `change.path`: the
+  // offline undo of an external snapshot, once the overlay was committed into its base with
+  // qemu-img (an active commit needs a running QEMU). Whatever the definition says about the
+  // old source's backing chain is dropped, so that the hypervisor probes the new one. A VM that
+  // runs is refused (its saved definition must keep naming what QEMU writes to), and so is a
+  // disk whose saved source is not `change.expected_path`.
+  virtual absl::Status SetSavedDiskSource(const std::string& vm, const DiskSourceChange& change) {
+    (void)change;
+    return Missing(vm, "changing a saved disk source");
   }
   // Defines (or redefines, same UUID) a persistent VM; returns its UUID.
   virtual absl::StatusOr<std::string> DefineXml(const std::string& xml) {

@@ -911,6 +911,71 @@ absl::Status LibvirtHypervisor::CommitActiveOverlay(const std::string& vm,
   }
 }
 
+absl::Status LibvirtHypervisor::SetSavedDiskSource(const std::string& vm,
+                                                   const DiskSourceChange& change) {
+  STRATA_ASSIGN_OR_RETURN(DomainPtr domain, LookUpDomain(connection_.get(), uri_, vm));
+  const std::string context = VmContext(vm, uri_);
+  const std::string what =
+      absl::StrCat("cannot change the source of disk '", change.target, "' of ", context);
+  if (change.path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the new source is empty"));
+  }
+  // A running VM's saved definition must keep naming the image QEMU writes to: its next boot
+  // would otherwise skip those writes.
+  STRATA_ASSIGN_OR_RETURN(DomainState state, StateOfDomain(domain.get(), context));
+  if (state != DomainState::kShutoff) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": it is not shut off (state: ", std::string(DomainStateName(state)), ")"));
+  }
+  CString saved(virDomainGetXMLDesc(domain.get(), VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE));
+  if (!saved) return LibvirtError(absl::StrCat("cannot read the saved XML of ", context));
+  pugi::xml_document document;
+  if (pugi::xml_parse_result parsed = document.load_string(saved.get()); !parsed) {
+    return absl::InternalError(
+        absl::StrCat(what, ": its saved XML does not parse: ", parsed.description()));
+  }
+  pugi::xml_node disk;
+  for (pugi::xml_node candidate : document.child("domain").child("devices").children("disk")) {
+    if (change.target == candidate.child("target").attribute("dev").as_string()) disk = candidate;
+  }
+  if (!disk) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": it has no disk '", change.target, "'"));
+  }
+  pugi::xml_node source = disk.child("source");
+  const std::string type = disk.attribute("type") ? disk.attribute("type").as_string() : "file";
+  const std::string current = source.attribute("file").as_string();
+  if (type != "file" || current != change.expected_path) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": its saved source is '", current,
+                                                      "', not '", change.expected_path, "'"));
+  }
+  source.attribute("file").set_value(change.path.c_str());
+  if (!change.format.empty()) {
+    pugi::xml_node driver = disk.child("driver");
+    if (!driver) driver = disk.prepend_child("driver");
+    pugi::xml_attribute format = driver.attribute("type");
+    if (!format) format = driver.append_attribute("type");
+    format.set_value(change.format.c_str());
+  }
+  // The old source's chain; the new one is probed when the VM starts.
+  while (disk.remove_child("backingStore")) {
+  }
+  std::ostringstream edited;
+  document.save(edited, "", pugi::format_raw | pugi::format_no_declaration);
+  DomainPtr defined(virDomainDefineXML(connection_.get(), edited.str().c_str()));
+  if (!defined) return LibvirtError(what);
+  // libvirt cannot define only if the VM is still off: check again, and put the old definition
+  // back if it was started meanwhile.
+  STRATA_ASSIGN_OR_RETURN(DomainState after, StateOfDomain(defined.get(), context));
+  if (after == DomainState::kShutoff) return absl::OkStatus();
+  DomainPtr restored(virDomainDefineXML(connection_.get(), saved.get()));
+  if (!restored) {
+    return LibvirtError(absl::StrCat(
+        what, ": the VM was started meanwhile, and putting its saved definition back failed"));
+  }
+  return absl::AbortedError(
+      absl::StrCat(what, ": the VM was started meanwhile; its saved definition was put back"));
+}
+
 absl::StatusOr<std::string> LibvirtHypervisor::DefineXml(const std::string& xml) {
   DomainPtr domain(virDomainDefineXML(connection_.get(), xml.c_str()));
   if (!domain) return LibvirtError(absl::StrCat("cannot define a VM on hypervisor '", uri_, "'"));

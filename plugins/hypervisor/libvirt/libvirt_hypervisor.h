@@ -123,6 +123,18 @@ class LibvirtHypervisor final : public Hypervisor {
   // 'vda'" for a disk without overlay (the job, if it started, is aborted).
   absl::Status CommitActiveOverlay(const std::string& vm, const std::string& target,
                                    std::chrono::milliseconds timeout) override;
+  // Edits the saved definition (virDomainGetXMLDesc INACTIVE | SECURE) with pugixml: the
+  // disk's <source file>, its <driver type> (when `format` is set), no <backingStore> (libvirt
+  // probes the chain at the next start); then virDomainDefineXML. Errors, each
+  // "cannot change the source of disk 'vda' of VM 'X' on hypervisor 'URI': ...":
+  //   FailedPrecondition "...: it is not shut off (state: running)";
+  //   InvalidArgument "...: it has no disk 'vdz'" (also for an empty path);
+  //   FailedPrecondition "...: its saved source is 'A', not 'B'" (also for a non-file disk);
+  //   Aborted "...: the VM was started meanwhile; its saved definition was put back" (the
+  //   state is read again after the define: a running VM's next boot must not skip what it
+  //   writes now);
+  //   a libvirt failure with libvirt's message.
+  absl::Status SetSavedDiskSource(const std::string& vm, const DiskSourceChange& change) override;
   // virDomainDefineXML; returns the UUID. Failure: "cannot define a VM on hypervisor 'URI':
   // <libvirt message>".
   absl::StatusOr<std::string> DefineXml(const std::string& xml) override;

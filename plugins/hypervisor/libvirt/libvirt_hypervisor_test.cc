@@ -588,6 +588,48 @@ TEST(LibvirtVmControlTest, BlockCommitOnTheTestDriverIsUnimplemented) {
                              "virDomainBlockCommit")));
 }
 
+// The offline undo of an overlay: a shut-off VM's saved disk goes back to its base image.
+TEST(LibvirtVmControlTest, SetSavedDiskSourceRedefinesAShutOffVmsDisk) {
+  std::unique_ptr<LibvirtHypervisor> hypervisor = OpenOrDie(kBasicUri);
+  ASSERT_NE(hypervisor, nullptr);
+  const std::string overlay = "/var/lib/libvirt/images/batch01.qcow2";
+  DiskSourceChange change;
+  change.target = "vda";
+  change.expected_path = overlay;
+  change.path = "/var/lib/libvirt/images/batch01-base.img";
+  change.format = "raw";
+  ASSERT_EQ(hypervisor->SetSavedDiskSource("batch01", change), absl::OkStatus());
+  std::vector<Domain> batch01 = ListOrDie(*hypervisor, {"batch01"});
+  ASSERT_EQ(batch01.size(), 1u);
+  EXPECT_EQ(batch01[0].state, DomainState::kShutoff);
+  ASSERT_EQ(batch01[0].disks.size(), 1u);
+  EXPECT_EQ(batch01[0].disks[0].source.path, "/var/lib/libvirt/images/batch01-base.img");
+  EXPECT_EQ(batch01[0].disks[0].source.format, "raw");
+  EXPECT_THAT(batch01[0].disks[0].backing_chain, IsEmpty());
+
+  // Again: its source is no longer the one expected.
+  const std::string what = absl::StrCat(
+      "cannot change the source of disk 'vda' of VM 'batch01' on hypervisor '", kBasicUri, "'");
+  EXPECT_EQ(hypervisor->SetSavedDiskSource("batch01", change),
+            absl::FailedPreconditionError(absl::StrCat(
+                what, ": its saved source is '/var/lib/libvirt/images/batch01-base.img', not '",
+                overlay, "'")));
+  change.target = "vdz";
+  EXPECT_EQ(hypervisor->SetSavedDiskSource("batch01", change),
+            absl::InvalidArgumentError(absl::StrCat(
+                "cannot change the source of disk 'vdz' of VM 'batch01' on hypervisor '", kBasicUri,
+                "': it has no disk 'vdz'")));
+  // A running VM's saved definition keeps naming what it writes to.
+  change.target = "vda";
+  change.expected_path = "/var/lib/libvirt/images/web01-os.qcow2";
+  EXPECT_EQ(hypervisor->SetSavedDiskSource("web01", change),
+            absl::FailedPreconditionError(
+                absl::StrCat("cannot change the source of disk 'vda' of VM 'web01' on hypervisor '",
+                             kBasicUri, "': it is not shut off (state: running)")));
+  EXPECT_EQ(ListOrDie(*hypervisor, {"web01"})[0].disks[0].source.path,
+            "/var/lib/libvirt/images/web01-os.qcow2");
+}
+
 TEST(LibvirtVmControlTest, SavedXmlRedefinesTheSameVmAndDefinesACopy) {
   std::unique_ptr<LibvirtHypervisor> hypervisor = OpenOrDie(kBasicUri);
   ASSERT_NE(hypervisor, nullptr);
@@ -689,6 +731,7 @@ TEST(LibvirtVmControlTest, UnknownVmIsNotFoundForEveryOperation) {
     EXPECT_EQ(hypervisor->DeleteVmSnapshot(vm, "s", false), expected);
     EXPECT_EQ(hypervisor->ListVmSnapshots(vm).status(), expected);
     EXPECT_EQ(hypervisor->CommitActiveOverlay(vm, "vda", std::chrono::seconds(1)), expected);
+    EXPECT_EQ(hypervisor->SetSavedDiskSource(vm, {"vda", "/a", "/b", "raw"}), expected);
     EXPECT_EQ(hypervisor->Start(vm), expected);
     EXPECT_EQ(hypervisor->Destroy(vm), expected);
     EXPECT_EQ(hypervisor->Undefine(vm), expected);
@@ -714,6 +757,9 @@ TEST(HypervisorInterfaceTest, VmControlIsOptional) {
   EXPECT_EQ(plain.CommitActiveOverlay("web01", "vda", std::chrono::seconds(1)),
             absl::UnimplementedError(
                 "this hypervisor plug-in does not support block commit (VM 'web01')"));
+  EXPECT_EQ(plain.SetSavedDiskSource("web01", {"vda", "/a", "/b", "raw"}),
+            absl::UnimplementedError("this hypervisor plug-in does not support changing a saved "
+                                     "disk source (VM 'web01')"));
   EXPECT_EQ(plain.DefineXml("<domain/>").status(),
             absl::UnimplementedError("this hypervisor plug-in cannot define VMs"));
 }

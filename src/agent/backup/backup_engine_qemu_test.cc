@@ -1,7 +1,8 @@
 // The backup engine on real QEMU VMs through the system libvirtd (qemu:///system) and the
 // dlopen'ed libvirt and dir plug-ins: external disk-only snapshots (overlays) around the storage
 // snapshot, in crash, pause and quiesce mode, failures injected between the steps, a crash of
-// the agent while VMs run on overlays, and restores verified with `qemu-img compare`.
+// the agent while VMs run on overlays, VMs shut off while on their overlays (committed offline),
+// and restores verified with `qemu-img compare`.
 //
 // Each test defines its own VMs (64 MiB, no OS, TCG, qcow2 disks made with qemu-img in a temp
 // dir of mode 0755), named strata-qbt-<pid>-<n>, and destroys and undefines them however the
@@ -224,10 +225,11 @@ class QemuBackupTest : public ::testing::Test {
     // HMP answers errors on stdout with exit code 0.
     return code == 0 && out.find("rror") == std::string::npos;
   }
-  // `qemu-io -r` read check of `pattern` in the first MiB of an image (-U: the VM may hold it).
-  bool Holds(const std::string& image, int pattern) {
+  // `qemu-io -r` read check of `pattern` in the first MiB of an image, or at `where`
+  // ("20M 3M"); -U: the VM may hold it.
+  bool Holds(const std::string& image, int pattern, const std::string& where = "0 1M") {
     char io[64];
-    std::snprintf(io, sizeof(io), "read -P 0x%02x 0 1M", pattern);
+    std::snprintf(io, sizeof(io), "read -P 0x%02x %s", pattern, where.c_str());
     auto [code, out] = Sh("qemu-io -r -U -f qcow2 -c '" + std::string(io) + "' '" + image + "'");
     return code == 0 && out.find("Pattern verification failed") == std::string::npos;
   }
@@ -625,6 +627,164 @@ TEST_F(QemuBackupTest, AgentThatDiedWhileVmsRanOnOverlaysIsRepairedAtStart) {
   EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-crashed.json"));
   // A second start finds nothing to do.
   EXPECT_THAT(engine_->RecoverInterrupted(), IsEmpty());
+}
+
+// The operator destroys the VM after its storage snapshot, while it still runs on its overlay
+// (the write made there is newer than the backup): an active commit is impossible, the overlay
+// is committed offline and the VM is redefined on its base.
+TEST_F(QemuBackupTest, VmDestroyedWhileOnItsOverlayIsCommittedOfflineIntoItsBase) {
+  const std::string disk = Image(Gold() + "/off.qcow2", 0x11);
+  const std::string vm = StartVm({disk});
+  const std::string overlay = overlay::OverlayPath(disk, "b1");
+  std::vector<std::string> chain_at_commit;
+  std::chrono::steady_clock::time_point commit_start, committed;  // the offline undo
+  BackupEngine engine(*services_, [&](const std::string& step) {
+    if (step == "commit:" + vm) {
+      EXPECT_TRUE(GuestWrite(vm, "vda", 0x33, "20M 3M"));
+      EXPECT_TRUE(
+          services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return h.Destroy(vm); }).ok());
+      chain_at_commit = Chains(vm);
+      commit_start = std::chrono::steady_clock::now();
+    }
+    return absl::OkStatus();
+  });
+  absl::StatusOr<BackupOutcome> out =
+      engine.Run(Params({vm}, ConsistencyMode::kCrash), [&](const BackupStep& s) {
+        if (s.step == "committed") committed = std::chrono::steady_clock::now();
+      });
+  ASSERT_TRUE(out.ok()) << out.status();
+  const backup::ManifestVm& m = VmOf(out->manifest, vm);
+  ASSERT_TRUE(m.ok) << m.error;
+  EXPECT_EQ(out->manifest.state, "succeeded");
+  EXPECT_THAT(chain_at_commit, ElementsAre("vda=" + overlay + "<-" + disk));
+  RecordProperty(
+      "offline_undo_ms",
+      std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(committed - commit_start).count()));
+  // Shut off, defined on its base, no snapshot record, no overlay file.
+  EXPECT_EQ(State(vm), "shutoff");
+  EXPECT_EQ(Chains(vm), std::vector<std::string>{"vda=" + disk});
+  EXPECT_THAT(VmSnapshots(vm), IsEmpty());
+  EXPECT_THAT(Overlays(), IsEmpty());
+  // The base has what was written on the overlay; the backup has the base as it was.
+  EXPECT_TRUE(Holds(disk, 0x33, "20M 3M"));
+  EXPECT_TRUE(Holds(disk, 0x11));
+  EXPECT_FALSE(Holds(m.disks[0].snapshot_path, 0x33, "20M 3M"));
+  EXPECT_TRUE(Holds(m.disks[0].snapshot_path, 0x11));
+  auto [code, text] = Sh("qemu-img check -q '" + disk + "'");
+  EXPECT_EQ(code, 0) << text;
+  // It starts on its base again.
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return h.Start(vm); }).ok());
+  ExpectBackOnOriginalChain(vm, {"vda=" + disk});
+}
+
+// What a journal holds when the agent died while the VM ran on its overlay; the VM was then
+// shut off before the agent started again.
+TEST_F(QemuBackupTest, VmShutOffOnItsOverlayWhileTheAgentWasDownIsRepairedOfflineAtStart) {
+  const std::string disk = Image(Gold() + "/down.qcow2", 0x11);
+  const std::string vm = StartVm({disk});
+  const hypervisor::Domain live = Live(vm);
+  overlay::VmOverlayPlan plan = overlay::MakePlan(live, {{"vda", disk}}, "crashed");
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return overlay::Create(h, plan); })
+          .ok());
+  ASSERT_TRUE(GuestWrite(vm, "vda", 0x55, "20M 3M"));
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return h.Destroy(vm); }).ok());
+  fs::create_directories(dir_ / "state/backup-journal");
+  std::ofstream(dir_ / "state/backup-journal/id-crashed.json")
+      << nlohmann::json{{"backup", "crashed"}, {"overlays", {plan.ToJson()}}}.dump();
+  EXPECT_EQ(State(vm), "shutoff");
+  EXPECT_EQ(Chains(vm),
+            std::vector<std::string>{"vda=" + plan.disks[0].overlay_path + "<-" + disk});
+  EXPECT_THAT(VmSnapshots(vm), ElementsAre("crashed"));
+
+  std::vector<std::string> lines = engine_->RecoverInterrupted();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_THAT(lines[0], HasSubstr("brought 1 VMs back from their overlays"));
+  EXPECT_THAT(lines[0], Not(HasSubstr("journal kept")));
+  EXPECT_EQ(State(vm), "shutoff");
+  EXPECT_EQ(Chains(vm), std::vector<std::string>{"vda=" + disk});
+  EXPECT_THAT(VmSnapshots(vm), IsEmpty());
+  EXPECT_THAT(Overlays(), IsEmpty());
+  EXPECT_TRUE(Holds(disk, 0x55, "20M 3M"));
+  EXPECT_TRUE(Holds(disk, 0x11));
+  EXPECT_FALSE(fs::exists(dir_ / "state/backup-journal/id-crashed.json"));
+  EXPECT_THAT(engine_->RecoverInterrupted(), IsEmpty());
+}
+
+// A retry after the offline commit succeeded but the redefinition did not: the emptied overlay
+// is committed again, which changes nothing in the base, and the repair completes.
+TEST_F(QemuBackupTest, OfflineRepairAfterACommitThatWasAlreadyDoneLosesNothing) {
+  const std::string disk = Image(Gold() + "/again.qcow2", 0x11);
+  const std::string vm = StartVm({disk});
+  overlay::VmOverlayPlan plan = overlay::MakePlan(Live(vm), {{"vda", disk}}, "b1");
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return overlay::Create(h, plan); })
+          .ok());
+  ASSERT_TRUE(GuestWrite(vm, "vda", 0x66, "8M 2M"));
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return h.Destroy(vm); }).ok());
+  ASSERT_EQ(Sh("qemu-img commit -q -f qcow2 '" + plan.disks[0].overlay_path + "'").first, 0);
+  ASSERT_EQ(Sh("cp '" + disk + "' '" + disk + ".committed'").first, 0);
+
+  absl::Status undone = services_->WithHypervisor(
+      [&](hypervisor::Hypervisor& h) { return overlay::Undo(h, plan, std::chrono::seconds(30)); });
+  ASSERT_TRUE(undone.ok()) << undone;
+  EXPECT_EQ(Sh("cmp '" + disk + ".committed' '" + disk + "'").first, 0);
+  EXPECT_TRUE(Holds(disk, 0x66, "8M 2M"));
+  EXPECT_EQ(Chains(vm), std::vector<std::string>{"vda=" + disk});
+  EXPECT_THAT(VmSnapshots(vm), IsEmpty());
+  EXPECT_THAT(Overlays(), IsEmpty());
+}
+
+// Someone changed the chain of a shut-off VM's overlay: the repair refuses, touching nothing.
+TEST_F(QemuBackupTest, OfflineRepairRefusesAnOverlayThatDoesNotBackOntoThePlannedBase) {
+  const std::string disk = Image(Gold() + "/planned.qcow2", 0x11);
+  const std::string other = Image(Gold() + "/other.qcow2", 0x22);
+  const std::string vm = StartVm({disk});
+  overlay::VmOverlayPlan plan = overlay::MakePlan(Live(vm), {{"vda", disk}}, "b1");
+  const std::string overlay = plan.disks[0].overlay_path;
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return overlay::Create(h, plan); })
+          .ok());
+  ASSERT_TRUE(GuestWrite(vm, "vda", 0x33, "20M 3M"));
+  ASSERT_TRUE(
+      services_->WithHypervisor([&](hypervisor::Hypervisor& h) { return h.Destroy(vm); }).ok());
+  for (const std::string& image : {disk, other, overlay}) {
+    ASSERT_EQ(Sh("cp '" + image + "' '" + image + ".before'").first, 0);
+  }
+  const auto undo = [&](const overlay::VmOverlayPlan& p) {
+    return services_->WithHypervisor(
+        [&](hypervisor::Hypervisor& h) { return overlay::Undo(h, p, std::chrono::seconds(30)); });
+  };
+  const std::string what =
+      "cannot commit overlay '" + overlay + "' of disk 'vda' of shut-off VM '" + vm + "' into '";
+
+  // A plan whose base is not what the VM's definition has under the overlay.
+  overlay::VmOverlayPlan wrong = plan;
+  wrong.disks[0].base_path = other;
+  EXPECT_EQ(undo(wrong),
+            absl::FailedPreconditionError(
+                what + other + "': the VM's definition has it backed by '" + disk +
+                "', not by the planned base; the chain was changed, nothing was done"));
+
+  // The overlay's header was pointed at another image behind libvirt's back.
+  ASSERT_EQ(Sh("qemu-img rebase -u -f qcow2 -F qcow2 -b '" + other + "' '" + overlay + "'").first,
+            0);
+  ASSERT_EQ(Sh("cp '" + overlay + "' '" + overlay + ".before'").first, 0);
+  EXPECT_EQ(undo(plan), absl::FailedPreconditionError(
+                            what + disk + "': its header has it backed by '" + other +
+                            "', not by the planned base; the chain was changed, nothing was done"));
+
+  // Nothing was touched: images, definition, snapshot record.
+  for (const std::string& image : {disk, other, overlay}) {
+    EXPECT_EQ(Sh("cmp '" + image + ".before' '" + image + "'").first, 0) << image;
+  }
+  EXPECT_EQ(State(vm), "shutoff");
+  EXPECT_EQ(Chains(vm), std::vector<std::string>{"vda=" + overlay + "<-" + disk});
+  EXPECT_THAT(VmSnapshots(vm), ElementsAre("b1"));
 }
 
 TEST_F(QemuBackupTest, QuiesceWithoutGuestAgentFailsClearlyOrFallsBack) {

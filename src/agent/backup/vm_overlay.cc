@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qemu_img.h"
 #include "spdlog/spdlog.h"
 #include "strata/util/strings.h"
 
@@ -26,6 +27,58 @@ bool Active(DomainState state) {
       return false;
   }
   return false;
+}
+
+bool SamePath(const std::string& a, const std::string& b) {
+  return std::filesystem::path(a).lexically_normal() == std::filesystem::path(b).lexically_normal();
+}
+
+// Disk `d` of a shut-off VM is still defined on its overlay (an active commit needs a running
+// QEMU): commits the overlay into its base with qemu-img, then points the saved definition back
+// at the base. Only our overlay over the planned base is touched: a chain someone changed is
+// refused before anything is written. Each step can be repeated after a later one failed: the
+// overlay keeps its data until the commit succeeded, and committing an emptied overlay again
+// writes nothing.
+absl::Status CommitOffline(Hypervisor& h, const VmOverlayPlan& plan, const OverlayDisk& d,
+                           const hypervisor::Disk& disk) {
+  const std::string what =
+      util::Cat("cannot commit overlay '", d.overlay_path, "' of disk '", d.target,
+                "' of shut-off VM '", plan.vm_name, "' into '", d.base_path, "'");
+  const hypervisor::DiskSource* below =
+      disk.backing_chain.empty() ? nullptr : &disk.backing_chain[0];
+  if (below != nullptr && !below->path.empty() && !SamePath(below->path, d.base_path)) {
+    return absl::FailedPreconditionError(
+        util::Cat(what, ": the VM's definition has it backed by '", below->path,
+                  "', not by the planned base; the chain was changed, nothing was done"));
+  }
+  absl::StatusOr<qemu_img::ImageInfo> info = qemu_img::Info(d.overlay_path);
+  if (!info.ok()) {
+    return absl::Status(info.status().code(), util::Cat(what, ": ", info.status().message()));
+  }
+  if (info->format != "qcow2") {
+    return absl::FailedPreconditionError(
+        util::Cat(what, ": it is a '", info->format, "' image, not the qcow2 overlay planned"));
+  }
+  if (!SamePath(info->backing_path, d.base_path)) {
+    return absl::FailedPreconditionError(
+        util::Cat(what, ": its header has it backed by '", info->backing_path,
+                  "', not by the planned base; the chain was changed, nothing was done"));
+  }
+  std::string format = info->backing_format;
+  if (format.empty() && below != nullptr) format = below->format;
+  if (format.empty()) {
+    return absl::FailedPreconditionError(util::Cat(
+        what, ": neither the overlay's header nor the VM's definition names the base's format"));
+  }
+  if (absl::Status s = qemu_img::CommitQcow2(d.overlay_path); !s.ok()) {
+    return absl::Status(s.code(), util::Cat(what, ": ", s.message()));
+  }
+  hypervisor::DiskSourceChange change;
+  change.target = d.target;
+  change.expected_path = d.overlay_path;
+  change.path = d.base_path;
+  change.format = format;
+  return h.SetSavedDiskSource(plan.vm_uuid, change);
 }
 
 }  // namespace
@@ -147,7 +200,12 @@ absl::Status Undo(Hypervisor& h, const VmOverlayPlan& plan, std::chrono::millise
       if (candidate.target == d.target) disk = &candidate;
     }
     if (disk == nullptr || disk->source.path != d.overlay_path) continue;  // not (or no longer)
-    if (!Active(live.state)) {
+    if (live.state == DomainState::kShutoff) {
+      absl::Status s = CommitOffline(h, plan, d, *disk);
+      if (!s.ok() && first.ok()) first = s;
+      continue;
+    }
+    if (!Active(live.state)) {  // unknown: neither QEMU's job nor ours
       if (first.ok()) {
         first = absl::FailedPreconditionError(
             util::Cat("disk '", d.target, "' of VM '", plan.vm_name, "' is defined on overlay '",
@@ -163,6 +221,16 @@ absl::Status Undo(Hypervisor& h, const VmOverlayPlan& plan, std::chrono::millise
   absl::StatusOr<std::vector<hypervisor::Domain>> after = h.ListDomains(options);
   if (after.ok() && after->size() == 1) {
     remove_files(true, &(*after)[0]);
+    // E.g. a VM started between an offline commit and the redefinition of its disk.
+    for (const OverlayDisk& d : plan.disks) {
+      for (const hypervisor::Disk& disk : (*after)[0].disks) {
+        if (disk.target == d.target && disk.source.path == d.overlay_path && first.ok()) {
+          first = absl::FailedPreconditionError(util::Cat("disk '", d.target, "' of VM '",
+                                                          plan.vm_name, "' is still on overlay '",
+                                                          d.overlay_path, "'"));
+        }
+      }
+    }
   } else if (first.ok()) {
     first = after.ok() ? absl::InternalError(util::Cat("VM '", plan.vm_name, "' disappeared"))
                        : after.status();

@@ -6,7 +6,18 @@
 //
 //   Create ──> [VM writes to overlays; base frozen] ──> storage snapshot ──> Undo
 //      │                                                                       │
-//      └─ failed: nothing to undo (ATOMIC)             VM on its original chain, overlay gone
+//      └─ failed: nothing to undo (ATOMIC)   the VM runs: active commit, pivot ┤
+//                    the VM is shut off (destroyed meanwhile, or stopped while ┤
+//              the agent was down): qemu-img commit, redefine the disk on base ┤
+//                                                                              v
+//                          VM on its original chain, overlay file and snapshot record gone
+//
+// The offline path checks first that the overlay is ours and backs onto the planned base (in
+// the VM's definition and in the overlay's header), and refuses a changed chain untouched. Its
+// order loses nothing when a step fails: commit (the overlay keeps its data until the commit
+// succeeded; committing an emptied overlay again writes nothing), then the redefinition, then
+// the overlay file and the snapshot record. If the VM is started on its overlay before the
+// repair, the active path applies.
 //
 // Undo is idempotent and reads the live chain first, so it also finishes a half-done undo and
 // repairs what an agent that died while a VM ran on an overlay left behind (the backup journal
@@ -63,10 +74,14 @@ VmOverlayPlan MakePlan(const hypervisor::Domain& domain,
 absl::Status Create(hypervisor::Hypervisor& h, const VmOverlayPlan& plan);
 
 // Brings the VM back onto its original chain: for each disk whose live source is still its
-// overlay, an active shallow commit with pivot (at most `timeout` per disk); then removes each
-// overlay file the VM no longer uses and libvirt's snapshot record. Steps already done are
-// skipped. A VM that no longer exists: its overlays are removed. A shut-off VM still defined on
-// an overlay: FailedPrecondition naming the disk (an active commit needs a running QEMU).
+// overlay, an active shallow commit with pivot (at most `timeout` per disk) when the VM runs;
+// when it is shut off, `qemu-img commit` of the overlay into its base and a redefinition of the
+// disk on the base (Hypervisor::SetSavedDiskSource), after checking that the overlay backs onto
+// the planned base (FailedPrecondition "cannot commit overlay 'O' of disk 'vda' of shut-off VM
+// 'x' into 'B': its header has it backed by 'Z', not by the planned base; the chain was
+// changed, nothing was done"). Then removes each overlay file the VM no longer uses and
+// libvirt's snapshot record. Steps already done are skipped. A VM that no longer exists: its
+// overlays are removed. A VM in an unknown state: FailedPrecondition naming the disk.
 absl::Status Undo(hypervisor::Hypervisor& h, const VmOverlayPlan& plan,
                   std::chrono::milliseconds timeout);
 
