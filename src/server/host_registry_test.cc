@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -186,6 +187,69 @@ TEST_F(RegistryTest, ClusterHostGetsAClusterNode) {
     ASSERT_EQ(g.OutEdges(*cluster).size(), 1u);
     EXPECT_EQ(g.Id(g.OutEdges(*cluster)[0].node), "host:host-a");
   });
+}
+
+TEST_F(RegistryTest, ListClusterMembersNamesTheHostsOfThatClusterOnly) {
+  // host-b and host-x have no agent: their refreshes fail, which does not matter here.
+  for (auto [host, cluster, endpoint] :
+       {std::tuple<std::string, std::string, std::string>{"host-a", "prod", agent_.endpoint()},
+        {"host-b", "prod", "127.0.0.1:7102"},
+        {"host-x", "test", "127.0.0.1:7109"},
+        {"host-n", "", "127.0.0.1:7110"}}) {
+    v1::RegisterRequest request;
+    request.set_host_id(host);
+    request.set_cluster(cluster);
+    request.set_endpoint(endpoint);
+    v1::RegisterResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Register(&context, request, &response).ok()) << host;
+  }
+  ASSERT_TRUE(registry_->WaitForIdle(std::chrono::seconds(10)));
+  auto list = [&](const std::string& cluster, v1::ListClusterMembersResponse* response) {
+    v1::ListClusterMembersRequest request;
+    request.set_cluster(cluster);
+    response->Clear();
+    grpc::ClientContext context;
+    return stub_->ListClusterMembers(&context, request, response);
+  };
+  v1::ListClusterMembersResponse prod;
+  ASSERT_TRUE(list("prod", &prod).ok());
+  ASSERT_EQ(prod.members_size(), 2) << prod.DebugString();
+  EXPECT_EQ(prod.members(0).host_id(), "host-a");
+  EXPECT_EQ(prod.members(0).endpoint(), agent_.endpoint());
+  EXPECT_EQ(prod.members(0).state(), "reachable");
+  EXPECT_TRUE(prod.members(0).registered());
+  EXPECT_EQ(prod.members(0).last_heartbeat_unix_ms(), now_ms_.load());
+  EXPECT_EQ(prod.members(1).host_id(), "host-b");
+  EXPECT_EQ(prod.members(1).endpoint(), "127.0.0.1:7102");
+
+  // host-b stops beating: the registry's view says so; it is still a member.
+  HostMonitor monitor(*registry_, std::chrono::hours(1));  // ticks only by hand
+  now_ms_ += 3001;
+  EXPECT_TRUE(Heartbeat("host-a"));
+  EXPECT_THAT(monitor.Tick(), ::testing::UnorderedElementsAre("host-b", "host-x", "host-n"));
+  ASSERT_TRUE(list("prod", &prod).ok());
+  ASSERT_EQ(prod.members_size(), 2);
+  EXPECT_EQ(prod.members(0).state(), "reachable");
+  EXPECT_EQ(prod.members(1).state(), "unreachable");
+
+  v1::ListClusterMembersResponse other;
+  ASSERT_TRUE(list("test", &other).ok());
+  ASSERT_EQ(other.members_size(), 1);
+  EXPECT_EQ(other.members(0).host_id(), "host-x");
+  ASSERT_TRUE(list("nowhere", &other).ok());
+  EXPECT_EQ(other.members_size(), 0);
+  grpc::Status empty = list("", &other);
+  EXPECT_EQ(empty.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(empty.error_message(), "list cluster members: cluster is empty");
+
+  // A new server process knows the hosts from the catalog, not yet registered with it.
+  StopServer();
+  StartServer();
+  ASSERT_TRUE(list("prod", &prod).ok());
+  ASSERT_EQ(prod.members_size(), 2);
+  EXPECT_FALSE(prod.members(0).registered());
+  EXPECT_EQ(prod.members(0).endpoint(), agent_.endpoint());
 }
 
 TEST_F(RegistryTest, MalformedRegistrationIsInvalidArgument) {

@@ -81,4 +81,23 @@ grpc::Status RegistryService::NotifyChanges(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status RegistryService::ListClusterMembers(grpc::ServerContext*,
+                                                 const v1::ListClusterMembersRequest* request,
+                                                 v1::ListClusterMembersResponse* response) {
+  if (request->cluster().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "list cluster members: cluster is empty");
+  }
+  for (const HostView& host : registry_.ListHosts()) {
+    if (host.record.cluster != request->cluster()) continue;
+    v1::ClusterMemberInfo* member = response->add_members();
+    member->set_host_id(host.record.id);
+    member->set_endpoint(host.record.endpoint);
+    member->set_state(ToString(host.record.state));
+    member->set_registered(host.registered);
+    member->set_last_heartbeat_unix_ms(ToUnixMs(host.record.last_heartbeat));
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace strata::server

@@ -20,6 +20,10 @@ class RegistryService final : public v1::AgentRegistry::Service {
                          v1::HeartbeatResponse* response) override;
   grpc::Status NotifyChanges(grpc::ServerContext* context, const v1::NotifyChangesRequest* request,
                              v1::NotifyChangesResponse* response) override;
+  // The registry's hosts that registered with the request's cluster (any state).
+  grpc::Status ListClusterMembers(grpc::ServerContext* context,
+                                  const v1::ListClusterMembersRequest* request,
+                                  v1::ListClusterMembersResponse* response) override;
 
  private:
   HostRegistry& registry_;

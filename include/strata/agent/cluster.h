@@ -4,8 +4,10 @@
 //
 // `StaticMembership` takes the members from the agent config (`cluster_members`). A Pacemaker
 // membership (nodes from `crm_mon --output-as=xml`, endpoints from a port convention or node
-// attributes) implements the same interface; callers only see `ClusterMembership`. The interface
-// is free of gRPC and of the agent's internals so that it can move behind a dlopen plug-in.
+// attributes) and a registry membership (the hosts registered with stratad under the cluster:
+// MakeRegistryMembership in src/agent/cluster/registry_membership.h, which needs gRPC) implement
+// the same interface; callers only see `ClusterMembership`. The interface is free of gRPC and of
+// the agent's internals so that it can move behind a dlopen plug-in.
 //
 // Threading: Members() may be called from any thread (the coordinator's and gRPC handlers').
 #pragma once
@@ -32,7 +34,7 @@ std::string ClusterMemberText(const ClusterMember& member);  // the inverse
 class ClusterMembership {
  public:
   virtual ~ClusterMembership() = default;
-  // "static", "pacemaker", ... (for logs and GetAgentInfo).
+  // "static", "pacemaker", "registry" (for logs and GetAgentInfo).
   virtual std::string_view name() const = 0;
   // Every member of the cluster (this host included when it is one). Unavailable when the
   // membership cannot be read now (e.g. crm_mon failed); the coordinator keeps its last view.

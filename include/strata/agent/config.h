@@ -12,7 +12,8 @@
 //   log_level = "info"                      # trace, debug, info, warn, error, off
 //   cluster_members = ["host-a=10.0.0.1:7071", "host-b=10.0.0.2:7071"]  # static membership
 //   cluster_interval_ms = 1000              # members' health checked this often
-//   cluster_timeout_ms = 1000               # deadline of one health check
+//   cluster_timeout_ms = 1000               # deadline of one health check (and of registry's)
+//   cluster_membership = "static"           # or "pacemaker" (crm_mon) or "registry" (stratad)
 //   [[storage.dir]]                         # directory-backed storage volumes (dir plug-in)
 //   name = "gold"
 //   path = "/srv/volumes/gold"
@@ -42,10 +43,11 @@ struct AgentConfig {
   std::vector<plugin::StorageVolumeConfig> btrfs_volumes;  // [[storage.btrfs]]
   std::string cluster;
   // Static cluster membership (this host may be listed too). With `cluster` set and members
-  // listed, the agent runs the cluster coordinator.
+  // listed (or a pacemaker or registry membership), the agent runs the cluster coordinator.
   std::vector<ClusterMember> cluster_members;
-  // "static" (cluster_members) or "pacemaker" (crm_mon's nodes; cluster_members then only
-  // names endpoints that are not "<node>:<cluster_agent_port>").
+  // "static" (cluster_members), "pacemaker" (crm_mon's nodes; cluster_members then only
+  // names endpoints that are not "<node>:<cluster_agent_port>") or "registry" (the hosts
+  // registered with `server` under `cluster`; `server` must be set).
   std::string cluster_membership = "static";
   int64_t cluster_agent_port = 7071;
   int64_t cluster_interval_ms = 1000;

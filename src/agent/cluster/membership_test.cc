@@ -1,4 +1,5 @@
-// Cluster membership plug-ins: static (the config) and Pacemaker (crm_mon's XML).
+// Cluster membership plug-ins: static (the config), Pacemaker (crm_mon's XML), and the config
+// of the registry membership (its RPC: registry_membership_test.cc).
 // tests/data/pacemaker/crm_mon-2.1.xml is written after the XML crm_mon of Pacemaker 2.1
 // (Debian 12's 2.1.5) prints; there is no Pacemaker cluster on these machines to record one.
 #include <gtest/gtest.h>
@@ -99,9 +100,30 @@ TEST(PacemakerMembershipTest, ConfigChoosesIt) {
       ParseAgentConfig("host_id = 'a'\ncluster_membership = 'corosync'\n", "test");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find(
-                "'cluster_membership' must be \"static\" or \"pacemaker\", not 'corosync'"),
+                "'cluster_membership' must be \"static\", \"pacemaker\" or \"registry\", not "
+                "'corosync'"),
             std::string::npos)
       << bad.status().message();
+}
+
+TEST(RegistryMembershipConfigTest, ConfigChoosesItAndItNeedsAServer) {
+  absl::StatusOr<AgentConfig> config = ParseAgentConfig(
+      "host_id = 'host-a'\ncluster = 'prod'\ncluster_membership = 'registry'\n"
+      "server = '10.0.0.1:7070'\n",
+      "test");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->cluster_membership, "registry");
+  EXPECT_TRUE(config->cluster_members.empty());
+  absl::StatusOr<AgentConfig> again = ParseAgentConfig(RenderAgentConfig(*config), "rendered");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->cluster_membership, "registry");
+  EXPECT_EQ(again->server, "10.0.0.1:7070");
+  EXPECT_EQ(
+      ParseAgentConfig("host_id = 'a'\ncluster_membership = 'registry'\nserver = ''\n", "c.toml")
+          .status()
+          .message(),
+      "config 'c.toml': line 2: 'cluster_membership' \"registry\" reads the members from "
+      "stratad, but 'server' is empty");
 }
 
 }  // namespace

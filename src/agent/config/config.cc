@@ -141,10 +141,18 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::s
     }
     *target = *value;
   }
-  if (config.cluster_membership != "static" && config.cluster_membership != "pacemaker") {
+  if (config.cluster_membership != "static" && config.cluster_membership != "pacemaker" &&
+      config.cluster_membership != "registry") {
     return ConfigError(origin, root.get("cluster_membership")->source(),
-                       util::Cat("'cluster_membership' must be \"static\" or \"pacemaker\", not '",
+                       util::Cat("'cluster_membership' must be \"static\", \"pacemaker\" or "
+                                 "\"registry\", not '",
                                  config.cluster_membership, "'"));
+  }
+  // The registry's members are read from stratad: a standalone agent has none to read.
+  if (config.cluster_membership == "registry" && config.server.empty()) {
+    return ConfigError(origin, root.get("cluster_membership")->source(),
+                       "'cluster_membership' \"registry\" reads the members from stratad, but "
+                       "'server' is empty");
   }
   if (const toml::node* node = root.get("cluster_agent_port"); node != nullptr) {
     std::optional<int64_t> value = node->value_exact<int64_t>();

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cluster/coordinator.h"
+#include "cluster/registry_membership.h"
 #include "strata/agent/agent_server.h"
 #include "strata/agent/event_manager.h"
 
@@ -15,7 +16,7 @@ namespace strata::agent {
 struct Agent::Impl {
   PluginHost plugins;
   std::unique_ptr<HostServices> services;
-  std::unique_ptr<ClusterCoordinator> cluster;  // config.cluster and cluster_members set
+  std::unique_ptr<ClusterCoordinator> cluster;  // config.cluster and a membership set
   std::unique_ptr<AgentServer> server;
   std::unique_ptr<RegistrationClient> registration;
   std::unique_ptr<EventManager> events;  // event_window_ms > 0
@@ -63,7 +64,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   }
   impl->services = std::make_unique<HostServices>(impl->plugins, config, std::move(options.system));
   const bool pacemaker = config.cluster_membership == "pacemaker";
-  if (!config.cluster.empty() && (pacemaker || !config.cluster_members.empty())) {
+  const bool registry = config.cluster_membership == "registry";
+  if (!config.cluster.empty() && (pacemaker || registry || !config.cluster_members.empty())) {
     ClusterCoordinatorOptions cluster;
     cluster.cluster = config.cluster;
     cluster.self_host_id = config.host_id;
@@ -74,6 +76,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
       membership = std::make_unique<PacemakerMembership>(
           PacemakerMembership::DefaultCommand(), static_cast<int>(config.cluster_agent_port),
           config.cluster_members);
+    } else if (registry) {
+      RegistryMembershipOptions options;
+      options.server = config.server;
+      options.cluster = config.cluster;
+      options.self_host_id = config.host_id;
+      // The endpoint this agent registers with, once serving (listen may have port 0).
+      options.self_endpoint = [services = impl->services.get(), listen = config.listen] {
+        std::string endpoint = services->endpoint();
+        return endpoint.empty() ? listen : endpoint;
+      };
+      options.timeout = std::chrono::milliseconds(config.cluster_timeout_ms);
+      membership = MakeRegistryMembership(std::move(options));
     } else {
       membership = std::make_unique<StaticMembership>(config.cluster_members);
     }
@@ -88,8 +102,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   spdlog::info("serving gRPC on {} as host '{}'", impl->server->endpoint(), config.host_id);
   if (impl->cluster) {
     impl->cluster->Start();
-    spdlog::info("cluster '{}': static membership of {} member(s), checked every {} ms",
-                 config.cluster, config.cluster_members.size(), config.cluster_interval_ms);
+    spdlog::info("cluster '{}': members checked every {} ms", config.cluster,
+                 config.cluster_interval_ms);
   }
   auto interval =
       std::chrono::milliseconds(static_cast<int64_t>(config.reconcile_interval_s * 1000));
