@@ -32,9 +32,9 @@
 #include <nlohmann/json.hpp>
 
 #include "private_libvirtd.h"
+#include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
-#include "stratad_process.h"
 
 namespace {
 

@@ -20,10 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "private_libvirtd.h"
+#include "processes.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
-#include "stratad_process.h"
 #include "test_support.h"
 
 namespace {
@@ -86,12 +86,11 @@ class ClusterMigrationTest : public ::testing::Test {
       std::ofstream(file) << strata::agent::RenderAgentConfig(config);
       ChildProcessOptions options;
       options.log_path = (work_ / ("agent-" + host + ".log")).string();
-      auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
+      auto agent = strata::testing::StartAgentProcess({STRATA_AGENT_BIN, "run", "--config", file},
+                                                      options, kStartTimeout);
       ASSERT_TRUE(agent.ok()) << agent.status();
-      auto groups = (*agent)->WaitForLine(
-          R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-      ASSERT_TRUE(groups.ok()) << groups.status();
-      agents_[host] = *std::move(agent);
+      ASSERT_EQ(agent->endpoint, endpoints_[host]);
+      agents_[host] = std::move(agent->process);
     }
   }
 

@@ -16,11 +16,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "processes.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
 #include "strata/v1/agent.grpc.pb.h"
-#include "stratad_process.h"
 #include "test_support.h"
 
 namespace {
@@ -81,13 +81,11 @@ class ClusterRegistryTest : public ::testing::Test {
     const std::string file = (work_ / "site" / "agents" / (host + ".toml")).string();
     ChildProcessOptions options;
     options.log_path = (work_ / ("agent-" + host + ".log")).string();
-    auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
+    auto agent = strata::testing::StartAgentProcess({STRATA_AGENT_BIN, "run", "--config", file},
+                                                    options, kStartTimeout);
     ASSERT_TRUE(agent.ok()) << agent.status();
-    auto groups = (*agent)->WaitForLine(
-        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    ASSERT_EQ((*groups)[1], endpoints_[host]);
-    agents_[host] = *std::move(agent);
+    ASSERT_EQ(agent->endpoint, endpoints_[host]);
+    agents_[host] = std::move(agent->process);
   }
 
   grpc::Status Discover(const std::string& host, bool cluster, v1::DiscoverResponse* out) {

@@ -22,11 +22,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "processes.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
 #include "strata/v1/agent.grpc.pb.h"
-#include "stratad_process.h"
 #include "test_support.h"
 
 namespace {
@@ -104,13 +104,11 @@ class ClusterTest : public ::testing::Test {
     ChildProcessOptions options;
     options.log_path = (work_ / ("agent-" + host + ".log")).string();
     options.env = env;
-    auto agent = ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", file}, options);
+    auto agent = strata::testing::StartAgentProcess({STRATA_AGENT_BIN, "run", "--config", file},
+                                                    options, kStartTimeout);
     ASSERT_TRUE(agent.ok()) << agent.status();
-    auto groups = (*agent)->WaitForLine(
-        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    ASSERT_EQ((*groups)[1], endpoints_[host]);
-    agents_[host] = *std::move(agent);
+    ASSERT_EQ(agent->endpoint, endpoints_[host]);
+    agents_[host] = std::move(agent->process);
   }
 
   // The state of `vm` as its own host's agent reports it.

@@ -27,9 +27,9 @@
 #include <nlohmann/json.hpp>
 
 #include "private_libvirtd.h"
+#include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
-#include "stratad_process.h"
 
 namespace {
 
@@ -233,17 +233,14 @@ class EventGuaranteeTest : public ::testing::Test {
     ChildProcessOptions options;
     options.log_path = (work_ / "agent.log").string();
     options.append_log = true;
-    auto agent = ChildProcess::Start(
+    auto agent = strata::testing::StartAgentProcess(
         {STRATA_AGENT_BIN, "run", "--connect", libvirtd_->uri(), "--host-id", kHost, "--listen",
          "127.0.0.1:0", "--server", Cat("127.0.0.1:", grpc_port_), "--reconcile-interval",
          kReconcileIntervalSeconds},
-        options);
+        options, kStartTimeout);
     ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = *std::move(agent);
-    auto groups = agent_->WaitForLine(
-        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    ASSERT_EQ((*groups)[2], kHost);
+    ASSERT_EQ(agent->host_id, kHost);
+    agent_ = std::move(agent->process);
   }
 
   // Kills stratad (SIGKILL: no goodbye) and starts a new one on the same database and gRPC port.

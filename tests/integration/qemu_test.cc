@@ -26,10 +26,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
 #include "strata/util/strings.h"
-#include "stratad_process.h"
 #include "test_support.h"
 
 namespace {
@@ -125,15 +125,12 @@ class QemuSystemTest : public ::testing::Test {
     options.env = std::move(env);
     options.log_path = (work_ / "agent.log").string();
     options.append_log = true;
-    auto agent =
-        ChildProcess::Start({STRATA_AGENT_BIN, "run", "--config", (work_ / "agent.toml").string(),
-                             "--listen", "127.0.0.1:0", "--server", Cat("127.0.0.1:", grpc_port_)},
-                            options);
+    auto agent = strata::testing::StartAgentProcess(
+        {STRATA_AGENT_BIN, "run", "--config", (work_ / "agent.toml").string(), "--listen",
+         "127.0.0.1:0", "--server", Cat("127.0.0.1:", grpc_port_)},
+        options, kStartTimeout);
     ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = *std::move(agent);
-    auto groups = agent_->WaitForLine(
-        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status() << "\n" << agent_->Log(3000);
+    agent_ = std::move(agent->process);
   }
   void StopAgent() {
     ASSERT_TRUE(agent_->Kill(SIGTERM).ok());

@@ -21,10 +21,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
 #include "strata/v1/server.grpc.pb.h"
-#include "stratad_process.h"
 #include "test_support.h"
 
 namespace {
@@ -114,17 +114,14 @@ class SystemTest : public ::testing::Test {
     options.env = std::move(env);
     options.log_path = Log("agent-" + host);
     options.append_log = true;
-    auto agent = ChildProcess::Start(
+    auto agent = strata::testing::StartAgentProcess(
         {STRATA_AGENT_BIN, "run", "--config", SiteDir() + "/agents/" + host + ".toml", "--listen",
          "127.0.0.1:0", "--server", "127.0.0.1:" + std::to_string(grpc_port_)},
-        options);
+        options, kStartTimeout);
     ASSERT_TRUE(agent.ok()) << agent.status();
-    auto groups = (*agent)->WaitForLine(
-        R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", kStartTimeout);
-    ASSERT_TRUE(groups.ok()) << groups.status();
-    ASSERT_EQ((*groups)[2], host);
-    endpoints_[host] = (*groups)[1];
-    agents_[host] = *std::move(agent);
+    ASSERT_EQ(agent->host_id, host);
+    endpoints_[host] = agent->endpoint;
+    agents_[host] = std::move(agent->process);
   }
 
   HttpAnswer Http(const std::string& method, const std::string& target,

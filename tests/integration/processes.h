@@ -1,11 +1,12 @@
-// Starts a real stratad for the multi-process tests, on the test's own database, and reads the
-// ports it listens on from its start-up line.
+// Starts the real stratad and strata-agent processes of the multi-process tests and benchmarks,
+// and reads where they listen from their start-up lines.
 #pragma once
 
 #include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "strata/util/child_process.h"
@@ -47,6 +48,32 @@ inline absl::StatusOr<RunningStratad> StartStratad(const std::string& binary,
                                          std::to_string(running.grpc_port) + ", not on " +
                                          std::to_string(grpc_port));
   }
+  return running;
+}
+
+struct RunningAgent {
+  std::unique_ptr<util::ChildProcess> process;
+  std::string endpoint;  // "127.0.0.1:PORT" its gRPC services listen on
+  std::string host_id;   // as it names itself
+};
+
+// `strata-agent run <run_args...>` (binary first in `argv`), waited for until it serves. The
+// error carries the end of its log: why an agent did not start is in there.
+inline absl::StatusOr<RunningAgent> StartAgentProcess(const std::vector<std::string>& argv,
+                                                      const util::ChildProcessOptions& options,
+                                                      std::chrono::milliseconds timeout) {
+  auto process = util::ChildProcess::Start(argv, options);
+  if (!process.ok()) return process.status();
+  RunningAgent running;
+  running.process = *std::move(process);
+  auto groups = running.process->WaitForLine(
+      R"(^strata-agent: listening grpc=(127\.0\.0\.1:\d+) host=(\S+))", timeout);
+  if (!groups.ok()) {
+    return absl::Status(groups.status().code(),
+                        std::string(groups.status().message()) + "\n" + running.process->Log(3000));
+  }
+  running.endpoint = (*groups)[1];
+  running.host_id = (*groups)[2];
   return running;
 }
 
