@@ -8,11 +8,13 @@
 #
 # Debian 12 has no init scripts for them here (no systemd), so they are started by hand, as
 # root. What `start` started is recorded in $STRATA_QEMU_ENV_STATE (default
-# /run/strata-qemu-env), so that `stop` ends only those, by pid. Without root, or without the
+# /run/strata-qemu-env-<hash of this checkout's path>), so that `stop` ends only those, by pid,
+# and a `make test` in another checkout never stops the daemons this one started. Without root, or without the
 # binaries, `start` says so and exits 0: the QEMU tests then skip visibly.
 set -euo pipefail
 
-STATE=${STRATA_QEMU_ENV_STATE:-/run/strata-qemu-env}
+CHECKOUT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${STRATA_QEMU_ENV_STATE:-/run/strata-qemu-env-$(printf '%s' "$CHECKOUT" | md5sum | cut -c1-12)}
 URI=qemu:///system
 
 # The pid in a daemon's pid file, if that process is the daemon.
