@@ -826,6 +826,76 @@ TEST(CliTest, BackupFollowsTheJobToItsEnd) {
   EXPECT_EQ(json::parse(run.out), done);
 }
 
+// The job stream's body (GET /api/v1/jobs/{id}/stream) sending these jobs in turn.
+std::string JobStream(const std::vector<json>& jobs) {
+  std::string body = ": strata job stream\nretry: 1000\n\n";
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    body += "event: job\nid: " + std::to_string(i + 1) + "\ndata: " + jobs[i].dump() + "\n\n";
+    if (i == 0) body += ": keepalive\n\n";
+  }
+  return body;
+}
+
+TEST(CliTest, BackupFollowsTheJobStream) {
+  FakeServer server;
+  server.Answer("POST /api/v1/backups",
+                {202, Started(BackupJob("queued", 0, {Vm("web01", "host-a", "queued")}))});
+  const json done = BackupJob(
+      "failed", 100, {Vm("web01", "host-a", "failed", "copy", "", "disk vda: no space")}, "failed");
+  server.Answer(
+      "GET /api/v1/jobs/j-1/stream",
+      {200,
+       JobStream({BackupJob("running", 0, {Vm("web01", "host-a", "running")}),
+                  BackupJob("running", 30,
+                            {Vm("web01", "host-a", "running", "storage-snapshot", "gold")}),
+                  BackupJob("running", 60, {Vm("web01", "host-a", "running", "copy", "vda")}),
+                  done}),
+       "text/event-stream"});
+  BackupOptions options;
+  options.vms = {"web01"};
+  Outcome run = RunWith(Fast(server.url()), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 1) << "the job failed";
+  EXPECT_EQ(run.err, "");
+  EXPECT_EQ(run.out.substr(0, run.out.find("\n\n")),
+            "Backup 'nightly' (b-1) started as job j-1.\n"
+            "job j-1 queued\n"
+            "web01 host-a queued\n"
+            "job j-1 running\n"
+            "web01 host-a running\n"
+            "web01 host-a storage-snapshot gold\n"
+            "web01 host-a copy vda\n"
+            "web01 host-a failed: disk vda: no space\n"
+            "job j-1 failed");
+  EXPECT_EQ(server.seen("GET", "/api/v1/jobs/j-1/stream").size(), 1u);
+  EXPECT_TRUE(server.seen("GET", "/api/v1/jobs/j-1").empty()) << "no polling";
+
+  // --json: only the final job.
+  run = RunWith(Fast(server.url(), true), [&](Cli& cli) { return cli.Backup(options); });
+  EXPECT_EQ(run.code, 1);
+  EXPECT_EQ(json::parse(run.out), done);
+}
+
+TEST(CliTest, AJobStreamThatEndsEarlyFallsBackToPolling) {
+  FakeServer server;
+  // The stream breaks off while the job runs: polling takes over and sees it end.
+  server.Answer(
+      "GET /api/v1/jobs/j-1/stream",
+      {200,
+       JobStream({BackupJob("running", 20, {Vm("web01", "host-a", "running", "copy", "vda")})}),
+       "text/event-stream"});
+  server.AnswerInTurn(
+      "GET /api/v1/jobs/j-1",
+      {{200, BackupJob("running", 10, {Vm("web01", "host-a", "running")}).dump()},
+       {200, BackupJob("succeeded", 100, {Vm("web01", "host-a", "succeeded", "done")}, "succeeded")
+                 .dump()}});
+  Outcome run = RunWith(Fast(server.url()), [](Cli& cli) { return cli.JobWait("j-1"); });
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  EXPECT_NE(run.out.find("web01 host-a copy vda\n"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("job j-1 succeeded\n"), std::string::npos) << run.out;
+  EXPECT_EQ(server.seen("GET", "/api/v1/jobs/j-1").size(), 2u) << "JobWait's GET, one poll";
+}
+
 TEST(CliTest, PartialOrFailedBackupExitsOneAndShowsTheVmErrors) {
   FakeServer server;
   server.Answer("POST /api/v1/backups",

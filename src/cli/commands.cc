@@ -546,6 +546,8 @@ int Cli::FollowJob(json job) {
   } unregister{this};
 
   if (!globals_.json) display.Update(job);
+  // The stream first; polling as before when it fails.
+  if (!JobFinished(job) && !Stopping()) StreamJob(id, job, display);
   auto last_answer = std::chrono::steady_clock::now();
   bool complained = false;
   while (!JobFinished(job) && !Stopping()) {
@@ -607,6 +609,38 @@ int Cli::FollowJob(json job) {
   }
   out_.flush();
   return JobSucceeded(job) ? kExitOk : kExitError;
+}
+
+bool Cli::StreamJob(const std::string& id, json& job, ProgressDisplay& display) {
+  SseParser parser;
+  int status = 0;
+  bool broken = false;  // an event that is not the job: trust the polling instead
+  auto on_event = [&](const SseEvent& event) {
+    if (event.event != "job") return !Stopping();
+    json next = json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+    if (!next.is_object() || Str(next, "id") != id) {
+      broken = true;
+      return false;
+    }
+    job = std::move(next);
+    if (!globals_.json) display.Update(job);
+    return !JobFinished(job) && !Stopping();
+  };
+  // Ending it ourselves (the job ended) is Cancelled: `status` and `job` tell more.
+  client_
+      ->GetStreaming(
+          "/api/v1/jobs/" + Segment(id) + "/stream", {{"Accept", "text/event-stream"}},
+          [&](int answer_status, const std::string&) {
+            status = answer_status;
+            return status == 200 && !Stopping();
+          },
+          [&](const char* data, size_t size) {
+            return parser.Feed(data, size, on_event) && !Stopping();
+          })
+      .IgnoreError();
+  // Whatever went wrong (an older stratad without job streams answers 404), polling still
+  // knows: it reports errors as before.
+  return status == 200 && !broken && JobFinished(job);
 }
 
 int Cli::Backups(const BackupsOptions& options) {

@@ -172,6 +172,8 @@ std::string ErrorMessage(int status, const std::string& body);
 
 // ---- commands --------------------------------------------------------------------------------
 
+class ProgressDisplay;
+
 class Cli {
  public:
   // `in`: where confirmations are read from (with `globals.in_terminal`); nullptr: nothing can
@@ -236,6 +238,9 @@ class Cli {
   //
   // Prints and returns as described above.
   int FollowJob(nlohmann::json job);
+  // Follows the job on GET /api/v1/jobs/{id}/stream, drawing each event into `display`. False
+  // when the stream failed (or the server has none) before the job ended: the caller polls.
+  bool StreamJob(const std::string& id, nlohmann::json& job, ProgressDisplay& display);
   // After POST of a backup or restore: prints `started` and follows the job (`wait`), or prints
   // the answer (--json) or how to follow it.
   int StartedJob(const nlohmann::json& answer, const nlohmann::json& job,

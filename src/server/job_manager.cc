@@ -91,6 +91,32 @@ struct JobManager::Impl {
   };
   std::vector<Worker> workers;
 
+  // Job versions for streams; a lock of their own, so that a waiting stream holds nothing a
+  // worker (which writes progress under BackupRun::mu) needs.
+  std::mutex watch_mu;
+  std::condition_variable watch_cv;
+  std::map<std::string, uint64_t> versions;  // running jobs only: ended ones are erased
+  uint64_t wakeups = 0;                      // WakeWaiters() calls
+
+  void Changed(const std::string& id, JobState state) {
+    {
+      std::lock_guard lock(watch_mu);
+      if (state == JobState::kSucceeded || state == JobState::kFailed) {
+        versions.erase(id);
+      } else {
+        ++versions[id];
+      }
+    }
+    watch_cv.notify_all();
+  }
+
+  // Every change of a job goes through here, so that its streams hear of it.
+  absl::StatusOr<JobRecord> UpdateJob(const JobUpdate& update) {
+    absl::StatusOr<JobRecord> job = catalog.UpdateJob(update);
+    if (job.ok()) Changed(job->id, job->state);
+    return job;
+  }
+
   void Launch(std::function<void()> fn) {
     std::lock_guard lock(mu);
     // Join the finished ones first: an unjoined thread keeps its stack.
@@ -254,7 +280,7 @@ struct JobManager::Impl {
     update.id = run.job_id;
     update.progress = std::min(percent, 99);
     update.detail = run.detail;
-    if (absl::StatusOr<JobRecord> j = catalog.UpdateJob(update); !j.ok()) {
+    if (absl::StatusOr<JobRecord> j = UpdateJob(update); !j.ok()) {
       spdlog::warn("job {}: progress not stored: {}", run.job_id, Msg(j.status()));
     }
   }
@@ -297,10 +323,9 @@ struct JobManager::Impl {
       std::lock_guard lock(run->mu);
       for (const auto& [key, d] : dispatches) run->host_percent[key] = 0;
     }
-    catalog
-        .UpdateJob({run->job_id, JobState::kRunning, 0,
-                    util::Cat("backing up ", targets.size(), " VMs on ", hosts.size(), " hosts"),
-                    std::nullopt})
+    UpdateJob({run->job_id, JobState::kRunning, 0,
+               util::Cat("backing up ", targets.size(), " VMs on ", hosts.size(), " hosts"),
+               std::nullopt})
         .IgnoreError();
     std::mutex results_mu;
     std::vector<json> manifests;
@@ -497,7 +522,7 @@ struct JobManager::Impl {
     update.message = message;
     run->detail["state"] = state;
     update.detail = run->detail;
-    catalog.UpdateJob(update).IgnoreError();
+    UpdateJob(update).IgnoreError();
     spdlog::info("{}", message);
   }
 };
@@ -581,6 +606,7 @@ absl::StatusOr<JobStarted> JobManager::StartBackup(const BackupSpec& spec_in) {
     impl_->catalog.FinishBackup(finish).IgnoreError();
     return s;
   }
+  impl_->Changed(job.id, job.state);
   spdlog::info("backup '{}' ({}) started as job {}: {} VMs, consistency {}", name, backup_id,
                job.id, targets->size(), spec.consistency);
   impl_->Launch([impl = impl_.get(), run, spec, backup_id, name, targets = *targets] {
@@ -670,6 +696,7 @@ absl::StatusOr<JobStarted> JobManager::StartRestore(const RestoreSpec& spec) {
                 {"step", ""},
                 {"steps", json::array()}};
   if (absl::Status s = impl_->catalog.CreateJob(job); !s.ok()) return s;
+  impl_->Changed(job.id, job.state);
   spdlog::info("{} started as job {}", job.message, job.id);
   AgentRestoreParams params;
   params.restore_id = job.id;
@@ -683,8 +710,7 @@ absl::StatusOr<JobStarted> JobManager::StartRestore(const RestoreSpec& spec) {
   const std::string endpoint = host->record.endpoint;
   impl_->Launch([impl = impl_.get(), job, params, host_id, endpoint, start = spec.start] {
     json detail = job.detail;
-    impl->catalog.UpdateJob({job.id, JobState::kRunning, 0, std::nullopt, std::nullopt})
-        .IgnoreError();
+    impl->UpdateJob({job.id, JobState::kRunning, 0, std::nullopt, std::nullopt}).IgnoreError();
     AgentRestoreParams p = params;
     // In place without --start: the agent starts the VM again if it was running.
     if (!start.has_value() && p.as_name.empty()) p.start = false;
@@ -692,8 +718,7 @@ absl::StatusOr<JobStarted> JobManager::StartRestore(const RestoreSpec& spec) {
         impl->agents.RunRestore(host_id, endpoint, p, [&](const AgentProgress& progress) {
           detail["step"] = progress.step;
           detail["steps"].push_back({{"step", progress.step}, {"message", progress.message}});
-          impl->catalog
-              .UpdateJob(
+          impl->UpdateJob(
                   {job.id, std::nullopt, std::min(progress.percent, 99), progress.message, detail})
               .IgnoreError();
         });
@@ -713,7 +738,7 @@ absl::StatusOr<JobStarted> JobManager::StartRestore(const RestoreSpec& spec) {
       detail["error"] = Msg(result.status());
     }
     update.detail = detail;
-    impl->catalog.UpdateJob(update).IgnoreError();
+    impl->UpdateJob(update).IgnoreError();
     spdlog::info("job {}: {}", job.id, *update.message);
   });
   absl::StatusOr<JobRecord> stored = impl_->catalog.GetJob(job.id);
@@ -809,12 +834,40 @@ absl::StatusOr<json> JobManager::Prune(const PruneSpec& spec) {
   return report;
 }
 
+uint64_t JobManager::JobVersion(const std::string& id) {
+  std::lock_guard lock(impl_->watch_mu);
+  auto it = impl_->versions.find(id);
+  return it == impl_->versions.end() ? 0 : it->second;
+}
+
+uint64_t JobManager::WaitForJobChange(const std::string& id, uint64_t seen,
+                                      std::chrono::milliseconds timeout) {
+  std::unique_lock lock(impl_->watch_mu);
+  const uint64_t wakeups = impl_->wakeups;
+  auto version = [&] {
+    auto it = impl_->versions.find(id);
+    return it == impl_->versions.end() ? uint64_t{0} : it->second;
+  };
+  impl_->watch_cv.wait_for(lock, timeout,
+                           [&] { return version() != seen || impl_->wakeups != wakeups; });
+  return version();
+}
+
+void JobManager::WakeWaiters() {
+  {
+    std::lock_guard lock(impl_->watch_mu);
+    ++impl_->wakeups;
+  }
+  impl_->watch_cv.notify_all();
+}
+
 bool JobManager::WaitForIdle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->mu);
   return impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->running == 0; });
 }
 
 void JobManager::Stop() {
+  WakeWaiters();
   std::vector<Impl::Worker> workers;
   {
     std::lock_guard lock(impl_->mu);

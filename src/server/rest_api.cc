@@ -589,6 +589,7 @@ struct RestApi::Impl {
 
   void Stop() {
     stopping = true;
+    if (jobs != nullptr) jobs->WakeWaiters();  // job streams see `stopping` now
     if (thread.joinable()) {
       server.stop();
       thread.join();
@@ -598,7 +599,15 @@ struct RestApi::Impl {
   // ---- handlers ----------------------------------------------------------------------------
 
   void AddRoutes();
+  // Server-sent events, one stream per request (the thread stays with it): OpenStream is what
+  // every stream route shares — the cap on open streams, the headers, the greeting (a comment
+  // and the reconnection delay), keep-alive comments when idle, the end when the server stops.
+  // `next` appends what is new to `out` (SseEvent), waiting at most `poll` when nothing is, and
+  // returns false when the stream is over (once `out` is sent).
+  using StreamNext = std::function<bool(std::string& out, std::chrono::milliseconds poll)>;
+  absl::Status OpenStream(httplib::Response& res, const char* greeting, StreamNext next);
   absl::Status StreamEvents(const httplib::Request& req, httplib::Response& res);
+  absl::Status StreamJob(const std::string& id, httplib::Response& res);
 
   // ---- what the web console needs (docs/api.md "Web console") -------------------------------
 
@@ -1002,6 +1011,72 @@ void RestApi::Impl::AddRoutes() {
         WriteJson(res, JobJson(*j));
         return absl::OkStatus();
       });
+  Add("GET", "/api/v1/jobs/{id}/stream",
+      [this](const httplib::Request&, httplib::Response& res, const Params& p) {
+        return StreamJob(p[0], res);
+      });
+}
+
+namespace {
+// The events of every stream route: "id: <id>\n" (and "event: <event>\n" unless empty), then
+// the data line.
+std::string SseEvent(const char* event, int64_t id, const std::string& data) {
+  std::string text;
+  if (*event != '\0') util::Append(text, "event: ", event, "\n");
+  util::Append(text, "id: ", id, "\ndata: ", data, "\n\n");
+  return text;
+}
+}  // namespace
+
+absl::Status RestApi::Impl::OpenStream(httplib::Response& res, const char* greeting,
+                                       StreamNext next) {
+  if (metrics.open_streams() >= options.max_event_streams) {
+    return absl::UnavailableError(util::Cat("too many event streams open (limit ",
+                                            options.max_event_streams, "); try again later"));
+  }
+  struct StreamState {
+    bool greeted = false;
+    bool ended = false;
+    std::chrono::steady_clock::time_point last_write;
+  };
+  auto state =
+      std::make_shared<StreamState>(StreamState{false, false, std::chrono::steady_clock::now()});
+  metrics.StreamOpened();
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  const auto keepalive = options.stream_keepalive;
+  const auto poll = std::min<std::chrono::milliseconds>(keepalive, std::chrono::milliseconds(500));
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, state, greeting = std::string(greeting), next = std::move(next), keepalive, poll](
+          size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& text) {
+          state->last_write = std::chrono::steady_clock::now();
+          return sink.write(text.data(), text.size());
+        };
+        if (!state->greeted) {
+          state->greeted = true;
+          return write(greeting);
+        }
+        if (stopping || state->ended) {
+          sink.done();
+          return true;
+        }
+        std::string text;
+        state->ended = !next(text, poll);
+        if (!text.empty()) return write(text);
+        if (state->ended) {
+          sink.done();
+          return true;
+        }
+        if (std::chrono::steady_clock::now() - state->last_write >= keepalive) {
+          return write(": keepalive\n\n");
+        }
+        return true;
+      },
+      [this](bool) { metrics.StreamClosed(); });
+  return absl::OkStatus();
 }
 
 // Server-sent events: "id: <seq>\ndata: <event json>\n\n" for each new event, a comment line
@@ -1028,65 +1103,62 @@ absl::Status RestApi::Impl::StreamEvents(const httplib::Request& req, httplib::R
   if (host) {
     if (absl::StatusOr<HostView> h = registry.GetHost(*host); !h.ok()) return h.status();
   }
-  if (metrics.open_streams() >= options.max_event_streams) {
-    return absl::UnavailableError(util::Cat("too many event streams open (limit ",
-                                            options.max_event_streams, "); try again later"));
-  }
-  struct StreamState {
-    int64_t after;
-    std::optional<std::string> host;
-    bool greeted = false;
-    std::chrono::steady_clock::time_point last_write;
+  auto state = std::make_shared<std::pair<int64_t, std::optional<std::string>>>(after, host);
+  return OpenStream(res, ": strata event stream\nretry: 1000\n\n",
+                    [this, state](std::string& out, std::chrono::milliseconds poll) {
+                      auto& [after, host] = *state;
+                      if (events.shut_down()) return false;
+                      const int64_t latest = events.LatestSeq();
+                      if (latest > after) {
+                        absl::StatusOr<std::vector<EventRecord>> page =
+                            events.List(after, 1000, host);
+                        if (!page.ok()) {
+                          spdlog::warn("event stream: {}", Msg(page.status()));
+                          return false;
+                        }
+                        for (const EventRecord& e : *page) {
+                          out += SseEvent("", e.seq, EventJson(e).dump());
+                          after = e.seq;
+                        }
+                        if (page->size() < 1000) after = std::max(after, latest);
+                        return true;
+                      }
+                      events.WaitForNewer(after, poll);
+                      return true;
+                    });
+}
+
+// "event: job" with the job as GET /api/v1/jobs/{id} answers it, at once and after each change
+// (ids 1, 2, ...); the stream ends after the event that shows the job ended.
+absl::Status RestApi::Impl::StreamJob(const std::string& id, httplib::Response& res) {
+  if (jobs == nullptr) return absl::UnavailableError("job streams are not served here");
+  if (absl::StatusOr<JobRecord> j = catalog.GetJob(id); !j.ok()) return j.status();
+  struct JobStream {
+    std::string id;
+    int64_t seq = 0;
+    std::string last;  // the data sent last: a change that shows nothing new is not sent
   };
-  auto state = std::make_shared<StreamState>(
-      StreamState{after, host, false, std::chrono::steady_clock::now()});
-  metrics.StreamOpened();
-  res.status = 200;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  const auto keepalive = options.stream_keepalive;
-  const auto poll = std::min<std::chrono::milliseconds>(keepalive, std::chrono::milliseconds(500));
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, state, keepalive, poll](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& text) {
-          state->last_write = std::chrono::steady_clock::now();
-          return sink.write(text.data(), text.size());
-        };
-        if (!state->greeted) {
-          state->greeted = true;
-          return write(": strata event stream\nretry: 1000\n\n");
-        }
-        if (stopping || events.shut_down()) {
-          sink.done();
-          return true;
-        }
-        const int64_t latest = events.LatestSeq();
-        if (latest > state->after) {
-          absl::StatusOr<std::vector<EventRecord>> page =
-              events.List(state->after, 1000, state->host);
-          if (!page.ok()) {
-            spdlog::warn("event stream: {}", Msg(page.status()));
-            sink.done();
-            return true;
-          }
-          std::string text;
-          for (const EventRecord& e : *page) {
-            util::Append(text, "id: ", e.seq, "\ndata: ", EventJson(e).dump(), "\n\n");
-            state->after = e.seq;
-          }
-          if (page->size() < 1000) state->after = std::max(state->after, latest);
-          if (!text.empty()) return write(text);
-          return true;
-        }
-        events.WaitForNewer(state->after, poll);
-        if (std::chrono::steady_clock::now() - state->last_write >= keepalive) {
-          return write(": keepalive\n\n");
-        }
-        return true;
-      },
-      [this](bool) { metrics.StreamClosed(); });
-  return absl::OkStatus();
+  auto state = std::make_shared<JobStream>(JobStream{id, 0, ""});
+  return OpenStream(res, ": strata job stream\nretry: 1000\n\n",
+                    [this, state](std::string& out, std::chrono::milliseconds poll) {
+                      // The version before the read: a change after it ends the wait below.
+                      const uint64_t version = jobs->JobVersion(state->id);
+                      absl::StatusOr<JobRecord> j = catalog.GetJob(state->id);
+                      if (!j.ok()) {
+                        spdlog::warn("stream of job {}: {}", state->id, Msg(j.status()));
+                        return false;
+                      }
+                      std::string data = JobJson(*j).dump();
+                      if (data != state->last) {
+                        out = SseEvent("job", ++state->seq, data);
+                        state->last = std::move(data);
+                      }
+                      if (j->state == JobState::kSucceeded || j->state == JobState::kFailed) {
+                        return false;
+                      }
+                      if (out.empty()) jobs->WaitForJobChange(state->id, version, poll);
+                      return true;
+                    });
 }
 
 namespace {

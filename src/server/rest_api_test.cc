@@ -8,7 +8,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -39,6 +42,7 @@ class RestTest : public ::testing::Test {
     options.http_threads = 300;
     options.max_event_streams = 210;
     options.stream_keepalive = std::chrono::milliseconds(200);
+    options.agents = agents_;
     server_ = std::make_unique<Stratad>(options);
     ASSERT_TRUE(server_->Start().ok());
     ASSERT_TRUE(testing::RegisterSampleAgent(*server_, agent_).ok());
@@ -89,6 +93,7 @@ class RestTest : public ::testing::Test {
   }
 
   std::string db_;
+  AgentConnector* agents_ = nullptr;  // a fixture's own; nullptr: gRPC to the fake agent
   testing::FakeAgent agent_{"host-a"};
   std::unique_ptr<Stratad> server_;
   int port_ = 0;
@@ -539,6 +544,207 @@ TEST_F(RestTest, TwoHundredEventStreamsDoNotStarveTheApi) {
   for (int fd : more) {
     if (fd >= 0) ::close(fd);
   }
+}
+
+// ---- job streams ------------------------------------------------------------------------------
+
+// Discovery through the fake agent's gRPC; backups as the test scripts them: RunBackup reports
+// each progress the test hands over and returns when the test says Finish (web01 backed up).
+class ScriptedAgents : public AgentConnector {
+ public:
+  absl::StatusOr<DiscoveryResult> Discover(const std::string& host_id, const std::string& endpoint,
+                                           const std::vector<std::string>& vms) override {
+    return grpc_->Discover(host_id, endpoint, vms);
+  }
+  absl::StatusOr<AgentBackupResult> RunBackup(const std::string&, const std::string&,
+                                              const AgentBackupParams&,
+                                              const AgentProgressFn& progress) override {
+    std::unique_lock lock(mu_);
+    ++calls_;
+    cv_.notify_all();
+    for (;;) {
+      cv_.wait(lock, [&] { return released_ || !steps_.empty(); });
+      if (steps_.empty()) return absl::UnavailableError("the test ended");
+      std::optional<AgentProgress> step = steps_.front();
+      steps_.pop_front();
+      if (!step) break;
+      lock.unlock();
+      progress(*step);
+      lock.lock();
+    }
+    AgentBackupResult result;
+    result.manifest_json = json{{"vms",
+                                 {{{"uuid", "u1"},
+                                   {"name", "web01"},
+                                   {"host", "host-a"},
+                                   {"ok", true},
+                                   {"consistency_achieved", "crash"},
+                                   {"disks", json::array()}}}}}
+                               .dump();
+    return result;
+  }
+
+  void Progress(AgentProgress p) { Push(std::move(p)); }
+  void Finish() { Push(std::nullopt); }
+  // Every RunBackup, running or to come, fails (so that no job outlives the test).
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  bool WaitForCall(std::chrono::seconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return calls_ > 0; });
+  }
+
+ private:
+  void Push(std::optional<AgentProgress> step) {
+    std::lock_guard lock(mu_);
+    steps_.push_back(std::move(step));
+    cv_.notify_all();
+  }
+
+  std::unique_ptr<AgentConnector> grpc_ = MakeGrpcAgentConnector(GrpcAgentConnectorOptions{});
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::optional<AgentProgress>> steps_;
+  int calls_ = 0;
+  bool released_ = false;
+};
+
+class JobStreamTest : public RestTest {
+ protected:
+  JobStreamTest() { agents_ = &scripted_; }
+  void TearDown() override {
+    scripted_.Release();
+    RestTest::TearDown();
+  }
+  ScriptedAgents scripted_;
+};
+
+struct JobEvent {
+  int64_t id = 0;
+  json job;
+};
+
+// Reads a job stream, handing each "event: job" to `on_event` as it arrives. True when the
+// server ended the stream; false when it did not within 10 s (or answered something else).
+bool ReadJobStream(int port, const std::string& path,
+                   const std::function<void(const JobEvent&)>& on_event) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(10, 0);
+  std::string buffer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  auto res = client.Get(path, [&](const char* data, size_t n) {
+    buffer.append(data, n);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string block = buffer.substr(0, end + 1);
+      buffer.erase(0, end + 2);
+      std::string event, data_line;
+      int64_t id = 0;
+      for (size_t start = 0, nl; (nl = block.find('\n', start)) != std::string::npos;
+           start = nl + 1) {
+        const std::string line = block.substr(start, nl - start);
+        if (line.starts_with("event: ")) event = line.substr(7);
+        if (line.starts_with("id: ")) id = std::stoll(line.substr(4));
+        if (line.starts_with("data: ")) data_line = line.substr(6);
+      }
+      if (event == "job") on_event({id, json::parse(data_line)});
+    }
+    return std::chrono::steady_clock::now() < deadline;
+  });
+  return res && res->status == 200 && res->get_header_value("Content-Type") == "text/event-stream";
+}
+
+TEST_F(JobStreamTest, FollowsABackupFromItsCurrentStateToItsEnd) {
+  json started = Post("/api/v1/backups", R"({"vms":["web01"],"name":"live"})", 202);
+  const std::string id = started["job"]["id"];
+  // The agent has the backup and waits for the test: the job stands still.
+  ASSERT_TRUE(scripted_.WaitForCall(std::chrono::seconds(10)));
+  const json before = Get("/api/v1/jobs/" + id);
+  ASSERT_EQ(before["state"], "running") << before;
+
+  std::vector<JobEvent> events;
+  const bool ended = ReadJobStream(port_, "/api/v1/jobs/" + id + "/stream", [&](const JobEvent& e) {
+    events.push_back(e);
+    if (events.size() == 1) {
+      scripted_.Progress({"u1", "web01", "copy", "copying vda", 40});
+    } else if (e.job["detail"]["vms"][0]["step"] == "copy" && e.job["state"] == "running") {
+      scripted_.Finish();
+    }
+  });
+  EXPECT_TRUE(ended) << "the server ends the stream after the job's end";
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0].id, 1);
+  EXPECT_EQ(events[0].job, before) << "first the job as it is";
+  for (size_t i = 1; i < events.size(); ++i) {
+    EXPECT_GT(events[i].id, events[i - 1].id);
+    EXPECT_NE(events[i].job, events[i - 1].job) << "one event per change";
+  }
+  const json& progress = events[1].job;
+  EXPECT_EQ(progress["state"], "running");
+  EXPECT_EQ(progress["progress"], 40);
+  EXPECT_EQ(progress["detail"]["vms"][0]["message"], "copying vda");
+  const json last = events.back().job;
+  EXPECT_EQ(last["state"], "succeeded") << last;
+  EXPECT_EQ(last["progress"], 100);
+  EXPECT_EQ(last["detail"]["vms"][0]["state"], "succeeded") << "the VM's result";
+  EXPECT_EQ(last, Get("/api/v1/jobs/" + id)) << "the final JSON";
+
+  // An ended job: its final state, then the end.
+  events.clear();
+  EXPECT_TRUE(ReadJobStream(port_, "/api/v1/jobs/" + id + "/stream",
+                            [&](const JobEvent& e) { events.push_back(e); }));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].job, last);
+}
+
+TEST_F(RestTest, JobStreamOfAnUnknownJobIs404) {
+  json error = Get("/api/v1/jobs/j-nope/stream", 404);
+  EXPECT_EQ(error["error"]["status"], "NOT_FOUND");
+  EXPECT_THAT(error["error"]["message"].get<std::string>(), HasSubstr("j-nope"));
+}
+
+TEST_F(RestTest, StopEndsAnOpenJobStream) {
+  // A job no worker runs: it never ends by itself.
+  ASSERT_TRUE(server_->catalog().CreateJob(JobRecord{.id = "j1", .kind = "discovery"}).ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<JobEvent> events;
+  bool ended = false;
+  std::thread reader([&] {
+    ReadJobStream(port_, "/api/v1/jobs/j1/stream", [&](const JobEvent& e) {
+      std::lock_guard lock(mu);
+      events.push_back(e);
+      cv.notify_all();
+    });
+    std::lock_guard lock(mu);
+    ended = true;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return !events.empty(); }));
+  }
+  // A change made outside the job manager still arrives.
+  ASSERT_TRUE(server_->catalog().UpdateJob({"j1", JobState::kRunning, 30, "half", {}}).ok());
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return events.size() >= 2; }));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  server_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  {
+    // The reader gives up by itself only after 10 s.
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return ended; }))
+        << "the server ended the stream";
+  }
+  reader.join();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].job["state"], "queued");
+  EXPECT_EQ(events[1].job["progress"], 30);
 }
 
 }  // namespace

@@ -237,3 +237,9 @@ export const api = {
 
 // The URL of the server-sent event stream (EventSource resumes with Last-Event-ID itself).
 export const EVENT_STREAM_URL = `${BASE}/events/stream`;
+
+// The URL of one job's server-sent event stream: a `job` event with the job at once and after
+// each change; the server ends it after the job's final state.
+export function jobStreamUrl(id: string): string {
+  return `${BASE}/jobs/${encodeURIComponent(id)}/stream`;
+}

@@ -1,6 +1,7 @@
-// A job followed live: GET /api/v1/jobs/{id} polled until the job has ended (as `strata`
-// does), drawn as a progress bar with the result of each VM (backups) or each step (restores).
-import { api, type Job } from "./api";
+// A job followed live: its event stream (GET /api/v1/jobs/{id}/stream), or GET /api/v1/jobs/{id}
+// polled when the stream fails (as `strata` does), drawn as a progress bar with the result of
+// each VM (backups) or each step (restores).
+import { api, jobStreamUrl, type Job } from "./api";
 import { badge, clear, errorBox, formatTime, h } from "./dom";
 
 const POLL_MS = 400;
@@ -95,12 +96,47 @@ export function ended(job: Job): boolean {
   return job.state === "succeeded" || job.state === "failed";
 }
 
-// Draws the job into `into` and redraws it on every poll until it has ended.
+// Follows the job's stream, calling `draw` with each `job` event until the job has ended or
+// `draw` returns false. Resolves with the last job seen: one that has not ended means the stream
+// failed first (an EventSource would reconnect by itself; the caller polls instead).
+function streamJob(id: string, draw: (job: Job) => boolean): Promise<Job | null> {
+  return new Promise((resolve) => {
+    let last: Job | null = null;
+    const source = new EventSource(jobStreamUrl(id));
+    const finish = () => {
+      source.close();
+      resolve(last);
+    };
+    source.addEventListener("job", (msg) => {
+      try {
+        last = JSON.parse((msg as MessageEvent<string>).data) as Job;
+      } catch {
+        finish();
+        return;
+      }
+      if (!draw(last) || ended(last)) finish();
+    });
+    source.onerror = finish;
+  });
+}
+
+// Draws the job into `into` and redraws it on every change until it has ended.
 export async function followJob(
   id: string,
   into: HTMLElement,
   onUpdate?: (job: Job) => void,
 ): Promise<Job | null> {
+  const draw = (job: Job): boolean => {
+    if (!into.isConnected) return false; // the view was left
+    clear(into);
+    into.append(renderJob(job));
+    onUpdate?.(job);
+    return true;
+  };
+  if (typeof EventSource !== "undefined") {
+    const streamed = await streamJob(id, draw);
+    if (streamed && (ended(streamed) || !into.isConnected)) return streamed;
+  }
   for (;;) {
     let job: Job;
     try {
@@ -110,10 +146,7 @@ export async function followJob(
       into.append(errorBox((e as Error).message));
       return null;
     }
-    if (!into.isConnected) return job; // the view was left
-    clear(into);
-    into.append(renderJob(job));
-    onUpdate?.(job);
+    if (!draw(job)) return job;
     if (ended(job)) return job;
     await new Promise((r) => window.setTimeout(r, POLL_MS));
   }

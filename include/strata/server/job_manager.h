@@ -91,6 +91,17 @@ class JobManager {
   // Deletes one backup: its snapshots that no other backup references, then its record.
   absl::StatusOr<nlohmann::json> DeleteBackup(const std::string& id_or_name);
 
+  // Change notification for job streams (GET /api/v1/jobs/{id}/stream): a counter per job that
+  // grows with each change this manager stores (progress, a VM's result, state). 0 for a job it
+  // has not written, or once the job has ended (a waiter then sees a change and reads the end).
+  uint64_t JobVersion(const std::string& id);
+  // Waits until JobVersion(id) differs from `seen`, WakeWaiters() is called or `timeout` passes;
+  // returns the version. Waits on a lock of its own, never on one a job's worker holds.
+  uint64_t WaitForJobChange(const std::string& id, uint64_t seen,
+                            std::chrono::milliseconds timeout);
+  // Wakes every WaitForJobChange at once (the HTTP server stops: its streams must end now).
+  void WakeWaiters();
+
   // For tests: waits until no job runs. False on timeout.
   bool WaitForIdle(std::chrono::milliseconds timeout);
   // Joins running jobs (they finish; agents' operations are not interrupted).
