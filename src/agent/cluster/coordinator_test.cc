@@ -18,6 +18,10 @@ namespace {
 using std::chrono::milliseconds;
 
 enum class Mode { kUp, kFailing, kSlow };
+// Generous for an answer on loopback even on a loaded 2-core CI machine (200 ms was not: a
+// member counted unreachable made a transition test fail once); a slow member is well past it.
+constexpr milliseconds kDeadline{1000};
+constexpr milliseconds kSlowAnswer{1500};
 
 class FakeMember final : public v1::Agent::Service, public v1::Discovery::Service {
  public:
@@ -66,7 +70,7 @@ class FakeMember final : public v1::Agent::Service, public v1::Discovery::Servic
  private:
   grpc::Status Answer() {
     if (mode_ == Mode::kFailing) return {grpc::StatusCode::UNAVAILABLE, "fake member is down"};
-    if (mode_ == Mode::kSlow) std::this_thread::sleep_for(milliseconds(500));
+    if (mode_ == Mode::kSlow) std::this_thread::sleep_for(kSlowAnswer);
     return grpc::Status::OK;
   }
 
@@ -99,8 +103,8 @@ class CoordinatorTest : public ::testing::Test {
     ClusterCoordinatorOptions options;
     options.cluster = "prod";
     options.self_host_id = "host-a";
-    options.health_timeout = milliseconds(200);
-    options.rpc_timeout = milliseconds(200);
+    options.health_timeout = kDeadline;
+    options.rpc_timeout = kDeadline;
     return std::make_unique<ClusterCoordinator>(
         std::make_unique<StaticMembership>(
             std::vector<ClusterMember>{a_.member(), b_.member(), c_.member()}),
@@ -121,7 +125,7 @@ TEST_F(CoordinatorTest, TransitionsBecomeClusterEventsInTheChangeLog) {
   coordinator->CheckMembers();  // no change, no event
   EXPECT_EQ(log_.last_sequence(), 2u);
 
-  b_.set_mode(Mode::kSlow);  // answers after the 200 ms deadline
+  b_.set_mode(Mode::kSlow);  // answers after the deadline
   c_.set_mode(Mode::kUp);
   coordinator->CheckMembers();
   b_.set_mode(Mode::kUp);
@@ -151,7 +155,7 @@ TEST_F(CoordinatorTest, StartRunsChecksOnItsThread) {
   options.cluster = "prod";
   options.self_host_id = "host-a";
   options.interval = milliseconds(50);
-  options.health_timeout = milliseconds(200);
+  options.health_timeout = kDeadline;
   ClusterCoordinator coordinator(
       std::make_unique<StaticMembership>(std::vector<ClusterMember>{a_.member(), b_.member()}),
       log_, options);
