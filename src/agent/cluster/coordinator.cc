@@ -54,9 +54,19 @@ struct ClusterCoordinator::Impl {
     std::lock_guard lock(mutex);
     if (members.ok()) {
       last_members = *members;
+      if (failed_reads > 0) {
+        spdlog::info("cluster membership ({}): readable again after {} failed read(s)",
+                     membership->name(), failed_reads);
+      }
+      failed_reads = 0;
+      last_read_error.clear();
     } else {
-      spdlog::warn("cluster membership ({}): {}; keeping the last view", membership->name(),
-                   std::string(members.status().message()));
+      // Said once per distinct error, not every round (each second by default) while it lasts.
+      std::string error(members.status().message());
+      spdlog::log(error == last_read_error ? spdlog::level::debug : spdlog::level::warn,
+                  "cluster membership ({}): {}; keeping the last view", membership->name(), error);
+      ++failed_reads;
+      last_read_error = std::move(error);
     }
     return last_members;
   }
@@ -92,9 +102,11 @@ struct ClusterCoordinator::Impl {
   ChangeLog& log;
   mutable std::mutex mutex;  // guards everything below
   std::vector<ClusterMember> last_members;
-  std::map<std::string, MemberStatus> states;                      // by host id
-  std::map<std::string, std::vector<VmSummary>> vms_by_member;     // ownership cache
-  std::function<void(const std::string&)> sink;                    // member events
+  uint64_t failed_reads = 0;                                    // membership reads failed in a row
+  std::string last_read_error;                                  // the last failed read's message
+  std::map<std::string, MemberStatus> states;                   // by host id
+  std::map<std::string, std::vector<VmSummary>> vms_by_member;  // ownership cache
+  std::function<void(const std::string&)> sink;                 // member events
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels;  // by endpoint
   std::condition_variable stop_cv;
   bool stopping = false;

@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "graph_proto.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 #include "strata/v1/agent.grpc.pb.h"
 
 namespace strata::agent {
@@ -137,6 +139,56 @@ TEST_F(CoordinatorTest, TransitionsBecomeClusterEventsInTheChangeLog) {
   std::vector<MemberStatus> members = coordinator->Members();
   ASSERT_EQ(members.size(), 3u);
   for (const MemberStatus& m : members) EXPECT_EQ(m.state, MemberState::kUp) << m.member.host_id;
+}
+
+// A membership whose reads fail while `failing` (as stratad down for "registry", crm_mon for
+// "pacemaker").
+class FlakyMembership final : public ClusterMembership {
+ public:
+  explicit FlakyMembership(std::vector<ClusterMember> members) : members_(std::move(members)) {}
+  std::string_view name() const override { return "flaky"; }
+  absl::StatusOr<std::vector<ClusterMember>> Members() override {
+    if (failing) return absl::UnavailableError("stratad at 127.0.0.1:1 is down");
+    return members_;
+  }
+  std::atomic<bool> failing{false};
+
+ private:
+  const std::vector<ClusterMember> members_;
+};
+
+TEST_F(CoordinatorTest, AMembershipThatCannotBeReadKeepsTheLastViewAndSaysSoOnce) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100);
+  sink->set_pattern("[%l] %v");
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  spdlog::set_level(spdlog::level::info);
+
+  auto membership =
+      std::make_unique<FlakyMembership>(std::vector<ClusterMember>{a_.member(), b_.member()});
+  FlakyMembership* flaky = membership.get();
+  ClusterCoordinatorOptions options;
+  options.cluster = "prod";
+  options.self_host_id = "host-a";
+  options.health_timeout = kDeadline;
+  ClusterCoordinator coordinator(std::move(membership), log_, options);
+  coordinator.CheckMembers();
+  flaky->failing = true;
+  for (int round = 0; round < 3; ++round) coordinator.CheckMembers();
+  EXPECT_EQ(coordinator.Members().size(), 2u);  // the last view
+  flaky->failing = false;
+  coordinator.CheckMembers();
+
+  spdlog::set_default_logger(previous);
+  std::vector<std::string> lines;
+  for (const std::string& line : sink->last_formatted()) {
+    if (line.find("cluster membership") != std::string::npos) lines.push_back(line);
+  }
+  EXPECT_THAT(lines, ::testing::ElementsAre(
+                         "[warning] cluster membership (flaky): stratad at 127.0.0.1:1 is down; "
+                         "keeping the last view\n",
+                         "[info] cluster membership (flaky): readable again after 3 failed "
+                         "read(s)\n"));
 }
 
 TEST_F(CoordinatorTest, UnreachableStateNamesTheReason) {
