@@ -38,15 +38,11 @@ constexpr milliseconds kStartTimeout{20000};
 class ClusterRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    work_ = std::filesystem::temp_directory_path() /
-            ("strata-cluster-registry-" + std::to_string(getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(work_);
-    std::filesystem::create_directories(work_);
-    auto site =
-        strata::util::RunProcess({STRATA_AGENT_BIN, "sample-site", (work_ / "site").string()});
-    ASSERT_TRUE(site.ok() && site->exit_code == 0)
-        << (site.ok() ? site->output : site.status().ToString());
+    work_ = strata::testing::FreshWorkDir(
+        "strata-cluster-registry", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    auto site = strata::util::RunProcessOrError(
+        {STRATA_AGENT_BIN, "sample-site", (work_ / "site").string()});
+    ASSERT_TRUE(site.ok()) << site.status();
     auto server = strata::testing::StartStratad(STRATAD_BIN, work_, 0, 200, 1000, kStartTimeout);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server->process);

@@ -76,11 +76,8 @@ struct HttpAnswer {
 class SystemTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    work_ = std::filesystem::temp_directory_path() /
-            ("strata-system-" + std::to_string(getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(work_);
-    std::filesystem::create_directories(work_);
+    work_ = strata::testing::FreshWorkDir(
+        "strata-system", ::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_FALSE(SiteDir().empty());
     ASSERT_NO_FATAL_FAILURE(StartServer(0));
     for (const std::string& host : kHosts) ASSERT_NO_FATAL_FAILURE(StartAgent(host));

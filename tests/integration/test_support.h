@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <thread>
 
 namespace strata::testing {
@@ -38,6 +40,16 @@ inline int FreePort() {
   }
   close(fd);
   return port;
+}
+
+// A fresh (emptied) directory <tmp>/<prefix>-<pid>-<name>: one per test process and test, so
+// that tests running side by side never share files, and a failed test's logs can be kept.
+inline std::filesystem::path FreshWorkDir(const std::string& prefix, const std::string& name) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    (prefix + "-" + std::to_string(getpid()) + "-" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 }  // namespace strata::testing
