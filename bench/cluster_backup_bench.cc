@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "channel.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
@@ -80,8 +81,8 @@ struct RunResult {
 
 RunResult Backup(const std::string& endpoint, int vms, const std::string& name,
                  v1::Consistency consistency) {
-  auto stub =
-      v1::Backup::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Backup::NewStub(strata::rpc::ConnectedChannel(
+      endpoint, std::chrono::system_clock::now() + std::chrono::seconds(10)));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
   v1::BackupRequest request;
@@ -179,8 +180,8 @@ Layout RunLayout(const fs::path& work, int nodes, int vms, int runs, v1::Consist
     agents.push_back(*std::move(agent));
   }
   // Every member up as the first one sees it (its cluster discovery leaves nobody out).
-  auto discovery = v1::Discovery::NewStub(
-      grpc::CreateChannel(members[0].endpoint, grpc::InsecureChannelCredentials()));
+  auto discovery = v1::Discovery::NewStub(strata::rpc::ConnectedChannel(
+      members[0].endpoint, std::chrono::system_clock::now() + std::chrono::seconds(10)));
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   while (Clock::now() < deadline) {
     v1::DiscoverRequest request;

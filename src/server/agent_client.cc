@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
+#include "channel.h"
 #include "graph_proto.h"
 #include "status_grpc.h"
 #include "strata/util/strings.h"
@@ -174,10 +175,19 @@ class GrpcAgentConnector final : public AgentConnector {
                                             "'): ", s.message()));
   }
 
+  // The agent's channel, kept from call to call (an agent back after a restart is reconnected
+  // within a second: rpc::MakeChannel's back-off), once connected, or once its next connect
+  // after a failed one has not succeeded either (rpc::AwaitReady: one failed connect is not an
+  // agent down); a call on a channel in failure then fails at once with the reason.
   std::shared_ptr<grpc::Channel> Channel(const std::string& endpoint) {
-    std::lock_guard lock(mu_);
-    auto& channel = channels_[endpoint];
-    if (!channel) channel = grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
+    std::shared_ptr<grpc::Channel> channel;
+    {
+      std::lock_guard lock(mu_);
+      std::shared_ptr<grpc::Channel>& kept = channels_[endpoint];
+      if (!kept) kept = rpc::MakeChannel(endpoint);
+      channel = kept;
+    }
+    rpc::AwaitReady(*channel, std::chrono::system_clock::now() + options_.deadline);
     return channel;
   }
 

@@ -1,6 +1,7 @@
 // HostRegistry through the real gRPC AgentRegistry service (a real client on loopback), with a
 // fake agent (a real gRPC Discovery server), a SQLite catalog in a temporary file and fake time.
 #include "strata/server/host_registry.h"
+#include "channel.h"
 
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
@@ -63,8 +64,9 @@ class RegistryTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(port, 0);
-    stub_ = v1::AgentRegistry::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                                           grpc::InsecureChannelCredentials()));
+    stub_ = v1::AgentRegistry::NewStub(
+        rpc::ConnectedChannel("127.0.0.1:" + std::to_string(port),
+                              std::chrono::system_clock::now() + std::chrono::seconds(10)));
   }
   void StopServer() {
     if (server_) server_->Shutdown();

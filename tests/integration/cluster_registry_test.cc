@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "channel.h"
 #include "processes.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
@@ -85,8 +86,8 @@ class ClusterRegistryTest : public ::testing::Test {
   }
 
   grpc::Status Discover(const std::string& host, bool cluster, v1::DiscoverResponse* out) {
-    auto stub = v1::Discovery::NewStub(
-        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    auto stub = v1::Discovery::NewStub(strata::rpc::ConnectedChannel(
+        endpoints_[host], std::chrono::system_clock::now() + std::chrono::seconds(10)));
     v1::DiscoverRequest request;
     if (cluster) request.set_cluster("prod");
     grpc::ClientContext context;

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "channel.h"
 #include "processes.h"
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
@@ -109,8 +110,8 @@ class ClusterTest : public ::testing::Test {
 
   // The state of `vm` as its own host's agent reports it.
   std::string VmState(const std::string& host, const std::string& vm) {
-    auto stub = v1::Discovery::NewStub(
-        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    auto stub = v1::Discovery::NewStub(strata::rpc::ConnectedChannel(
+        endpoints_[host], std::chrono::system_clock::now() + std::chrono::seconds(10)));
     v1::DiscoverRequest request;
     request.add_vms(vm);
     v1::DiscoverResponse response;
@@ -159,8 +160,8 @@ class ClusterTest : public ::testing::Test {
 
   grpc::Status DiscoverCluster(const std::string& host, v1::DiscoverResponse* out,
                                const std::string& select = "") {
-    auto stub = strata::v1::Discovery::NewStub(
-        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    auto stub = strata::v1::Discovery::NewStub(strata::rpc::ConnectedChannel(
+        endpoints_[host], std::chrono::system_clock::now() + std::chrono::seconds(10)));
     strata::v1::DiscoverRequest request;
     request.set_cluster("prod");
     request.set_select(select);
@@ -196,8 +197,8 @@ TEST_F(ClusterTest, DiscoveryFromAnyMemberAnswersTheWholeClusterWithSharedStorag
   std::map<std::string, int> vms_per_host;
   for (const std::string& host : kHosts) {
     v1::DiscoverResponse single;
-    auto stub = v1::Discovery::NewStub(
-        grpc::CreateChannel(endpoints_[host], grpc::InsecureChannelCredentials()));
+    auto stub = v1::Discovery::NewStub(strata::rpc::ConnectedChannel(
+        endpoints_[host], std::chrono::system_clock::now() + std::chrono::seconds(10)));
     v1::DiscoverRequest request;
     grpc::ClientContext context;
     ASSERT_TRUE(stub->Discover(&context, request, &single).ok());
@@ -296,8 +297,8 @@ struct BackupAnswer {
 BackupAnswer RunBackup(const std::string& endpoint, const std::vector<std::string>& vms,
                        const std::string& name, bool forwarded,
                        v1::Consistency consistency = v1::CONSISTENCY_CRASH) {
-  auto stub =
-      v1::Backup::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Backup::NewStub(strata::rpc::ConnectedChannel(
+      endpoint, std::chrono::system_clock::now() + std::chrono::seconds(10)));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   v1::BackupRequest request;

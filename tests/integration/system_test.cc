@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "channel.h"
 #include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
@@ -399,8 +400,9 @@ TEST_F(SystemTest, MalformedRestRequestsGetJsonErrors) {
 }
 
 TEST_F(SystemTest, MalformedGrpcRequestsAreRejected) {
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port_),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      strata::rpc::ConnectedChannel("127.0.0.1:" + std::to_string(grpc_port_),
+                                    std::chrono::system_clock::now() + std::chrono::seconds(10));
   auto stub = strata::v1::AgentRegistry::NewStub(channel);
   {
     grpc::ClientContext context;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "channel.h"
 #include "graph_proto.h"
 #include "strata/util/strings.h"
 #include "strata/v1/agent.grpc.pb.h"
@@ -35,17 +36,24 @@ std::string_view MemberStateName(MemberState state) {
 struct ClusterCoordinator::Impl {
   Impl(std::unique_ptr<ClusterMembership> m, ChangeLog& l) : membership(std::move(m)), log(l) {}
 
+  // One channel per member for every round (a member back after a failure is seen at the next
+  // check: rpc::MakeChannel's back-off is short).
   std::shared_ptr<grpc::Channel> Channel(const std::string& endpoint) {
     std::lock_guard lock(mutex);
     auto it = channels.find(endpoint);
     if (it != channels.end()) return it->second;
-    grpc::ChannelArguments args;
-    // A member back after a failure is seen at the next check, not after gRPC's long back-off.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+    auto channel = rpc::MakeChannel(endpoint);
     channels.emplace(endpoint, channel);
+    return channel;
+  }
+
+  // The member's channel once it is connected, or at `deadline`, or once its next connect after
+  // a failed one has not succeeded either (rpc::AwaitReady: one failed connect is not a member
+  // down); the call made on it then fails at once with the channel's reason.
+  std::shared_ptr<grpc::Channel> ReadyChannel(const std::string& endpoint,
+                                              std::chrono::system_clock::time_point deadline) {
+    std::shared_ptr<grpc::Channel> channel = Channel(endpoint);
+    rpc::AwaitReady(*channel, deadline);
     return channel;
   }
 
@@ -82,13 +90,14 @@ struct ClusterCoordinator::Impl {
   // The VMs of one member (Discover with a VM selection only, to keep the answer small).
   absl::StatusOr<std::vector<VmSummary>> MemberVms(const ClusterMember& member,
                                                    std::chrono::milliseconds timeout) {
-    auto stub = v1::Discovery::NewStub(Channel(member.endpoint));
+    const auto deadline = std::chrono::system_clock::now() + timeout;
+    auto stub = v1::Discovery::NewStub(ReadyChannel(member.endpoint, deadline));
     v1::DiscoverRequest request;
     request.set_select("type=vm");
     request.set_max_depth(1);
     v1::DiscoverResponse response;
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    context.set_deadline(deadline);
     grpc::Status status = stub->Discover(&context, request, &response);
     if (!status.ok()) return absl::UnavailableError(GrpcMessage(status));
     std::vector<VmSummary> vms;
@@ -145,11 +154,12 @@ void ClusterCoordinator::CheckMembers() {
   const std::vector<ClusterMember> members = impl_->CurrentMembers();
   std::vector<grpc::Status> results(members.size());
   Impl::Parallel(members.size(), [&](size_t i) {
-    auto stub = v1::Agent::NewStub(impl_->Channel(members[i].endpoint));
+    const auto deadline = std::chrono::system_clock::now() + options_.health_timeout;
+    auto stub = v1::Agent::NewStub(impl_->ReadyChannel(members[i].endpoint, deadline));
     v1::HealthRequest request;
     v1::HealthResponse response;
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + options_.health_timeout);
+    context.set_deadline(deadline);
     results[i] = stub->Health(&context, request, &response);
   });
   std::vector<std::string> events;
@@ -319,10 +329,11 @@ absl::StatusOr<ClusterView> ClusterCoordinator::Discover() {
   }
   Impl::Parallel(members.size(), [&](size_t i) {
     if (!errors[i].empty()) return;
-    auto stub = v1::Discovery::NewStub(impl_->Channel(members[i].endpoint));
+    const auto deadline = std::chrono::system_clock::now() + options_.rpc_timeout;
+    auto stub = v1::Discovery::NewStub(impl_->ReadyChannel(members[i].endpoint, deadline));
     v1::DiscoverRequest request;  // the whole host: filters apply to the merged graph
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
+    context.set_deadline(deadline);
     grpc::Status status = stub->Discover(&context, request, &responses[i]);
     if (!status.ok()) {
       errors[i] =

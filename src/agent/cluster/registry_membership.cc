@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "channel.h"
 #include "strata/util/strings.h"
 #include "strata/v1/server.grpc.pb.h"
 
@@ -12,16 +13,11 @@ namespace {
 
 class RegistryMembership final : public ClusterMembership {
  public:
-  explicit RegistryMembership(RegistryMembershipOptions options) : options_(std::move(options)) {
-    grpc::ChannelArguments args;
-    // One channel for every round; stratad back after a restart is seen at the next round, not
-    // after gRPC's back-off of minutes.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    stub_ = v1::AgentRegistry::NewStub(
-        grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), args));
-  }
+  explicit RegistryMembership(RegistryMembershipOptions options)
+      : options_(std::move(options)),
+        // One channel for every round; stratad back after a restart is seen at the next round.
+        channel_(rpc::MakeChannel(options_.server)),
+        stub_(v1::AgentRegistry::NewStub(channel_)) {}
 
   std::string_view name() const override { return "registry"; }
 
@@ -29,8 +25,10 @@ class RegistryMembership final : public ClusterMembership {
     v1::ListClusterMembersRequest request;
     request.set_cluster(options_.cluster);
     v1::ListClusterMembersResponse response;
+    const auto deadline = std::chrono::system_clock::now() + options_.timeout;
+    rpc::AwaitReady(*channel_, deadline);  // one failed connect is not a server down
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + options_.timeout);
+    context.set_deadline(deadline);
     grpc::Status status = stub_->ListClusterMembers(&context, request, &response);
     if (!status.ok()) {
       return absl::UnavailableError(util::Cat(
@@ -52,6 +50,7 @@ class RegistryMembership final : public ClusterMembership {
 
  private:
   const RegistryMembershipOptions options_;
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AgentRegistry::Stub> stub_;  // thread-safe: Members() from any thread
 };
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "channel.h"
 #include "graph_proto.h"
 #include "strata/agent/agent.h"
 #include "strata/agent/agent_server.h"
@@ -44,7 +45,8 @@ class AgentServiceTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Start(std::move(options));
     ASSERT_TRUE(agent.ok()) << agent.status();
     agent_ = *std::move(agent);
-    channel_ = grpc::CreateChannel(agent_->endpoint(), grpc::InsecureChannelCredentials());
+    channel_ = rpc::ConnectedChannel(agent_->endpoint(),
+                                     std::chrono::system_clock::now() + std::chrono::seconds(10));
   }
 
   v1::DiscoverResponse Discover(const v1::DiscoverRequest& request, grpc::Status* status) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "backup_service.h"
+#include "channel.h"
 #include "cluster/coordinator.h"
 #include "graph_proto.h"
 #include "spdlog/spdlog.h"
@@ -136,9 +137,11 @@ grpc::Status BackupService::RunForCluster(grpc::ServerContext* context,
     grpc::ClientContext* sub_context = sub_contexts.back().get();
     threads.emplace_back([&, channel, sub_context, o = &owner] {
       // Nothing has been asked of the owner before it is connected, so waiting is safe; the
-      // bound keeps a member that died since the ownership round from stalling the backup.
+      // bound keeps a member that died since the ownership round from stalling the backup. A
+      // channel whose connects failed fails the call below at once with its reason, unsent.
       constexpr auto kConnectTimeout = std::chrono::seconds(5);
-      if (!channel->WaitForConnected(std::chrono::system_clock::now() + kConnectTimeout)) {
+      if (!rpc::AwaitReady(*channel, std::chrono::system_clock::now() + kConnectTimeout) &&
+          channel->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) {
         std::lock_guard lock(mu);
         o->phase = Owner::Phase::kEnded;
         o->error = util::Cat("cannot connect to ", o->endpoint, " within 5 s");

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "change_set_proto.h"
+#include "channel.h"
 #include "strata/util/strings.h"
 #include "strata/v1/server.grpc.pb.h"
 
@@ -21,19 +22,16 @@ using Clock = std::chrono::steady_clock;
 
 struct RegistrationClient::Impl {
   Impl(HostServices& s, RegistrationOptions o) : services(s), options(std::move(o)) {
-    grpc::ChannelArguments args;
     // Reconnect quickly when stratad comes back (gRPC's default back-off grows to minutes).
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                static_cast<int>(options.initial_backoff.count()));
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-                static_cast<int>(options.initial_backoff.count()));
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
-    channel = grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+    channel = rpc::MakeChannel(options.server, {options.initial_backoff, options.max_backoff});
     stub = v1::AgentRegistry::NewStub(channel);
   }
 
+  // Each call waits for a connected channel first: one failed connect is not a server down.
   void Configure(grpc::ClientContext& context) const {
-    context.set_deadline(std::chrono::system_clock::now() + options.rpc_timeout);
+    const auto deadline = std::chrono::system_clock::now() + options.rpc_timeout;
+    rpc::AwaitReady(*channel, deadline);
+    context.set_deadline(deadline);
   }
 
   // Waits for `duration` or Stop(); false when stopping.
