@@ -24,13 +24,15 @@ build-asan: deps
 demo: build
 	scripts/demo.sh $(DEMO_ARGS)
 
-# virtlogd and the system libvirtd run for the real-QEMU tests (started only if they were not
-# running, stopped afterwards only then; without root the QEMU tests skip, saying why).
+# virtlogd and the system libvirtd run for the real-QEMU tests, a one-node Pacemaker cluster for
+# the Pacemaker membership test (each started only if nothing of the kind was running, stopped
+# afterwards only then; without root those tests skip, saying why).
 test: build build-asan
 	scripts/qemu-env.sh start
+	scripts/pacemaker-env.sh start || { scripts/qemu-env.sh stop; exit 1; }
 	rc=0; ctest --preset default -j $(JOBS) || rc=$$?; \
 	  ctest --preset asan -j $(JOBS) || rc=$$?; \
-	  scripts/qemu-env.sh stop; exit $$rc
+	  scripts/pacemaker-env.sh stop; scripts/qemu-env.sh stop; exit $$rc
 
 bench: build
 	build/default/bin/graph_bench

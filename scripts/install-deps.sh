@@ -20,6 +20,9 @@ PACKAGES=(
   # real QEMU/KVM through the system libvirtd (qemu:///system): the real-QEMU tests and bench;
   # scripts/qemu-env.sh starts virtlogd and libvirtd for them (there is no init system here)
   libvirt-daemon-system qemu-system-x86
+  # a real one-node Pacemaker cluster for the `pacemaker` cluster membership tests;
+  # scripts/pacemaker-env.sh starts it with its own corosync configuration
+  pacemaker pacemaker-cli-utils corosync
 )
 
 # The web console: Node.js and npm build it (web/, `npm ci` + Vite), Chromium runs its browser

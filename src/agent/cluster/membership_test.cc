@@ -1,7 +1,10 @@
 // Cluster membership plug-ins: static (the config), Pacemaker (crm_mon's XML), and the config
 // of the registry membership (its RPC: registry_membership_test.cc).
-// tests/data/pacemaker/crm_mon-2.1.xml is written after the XML crm_mon of Pacemaker 2.1
-// (Debian 12's 2.1.5) prints; there is no Pacemaker cluster on these machines to record one.
+// tests/data/pacemaker/crm_mon-2.1.5-recorded.xml was recorded from Debian 12's Pacemaker 2.1.5
+// (scripts/pacemaker-env.sh: corosync node host-a, remote nodes host-b and host-c, which a
+// one-node cluster on one machine can have). crm_mon-2.1.xml is written by hand after that
+// output, for what such a cluster cannot show: an offline member, a node in standby, a ping
+// node. The agents against a live cluster: tests/integration/cluster_membership_test.cc.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -34,6 +37,17 @@ TEST(PacemakerMembershipTest, MembersAndRemoteNodesOnlineOrNotWithTheirAgentEndp
                                                   {"kvm-02", "10.0.0.12:7443"},
                                                   {"kvm-03", "kvm-03:7071"},
                                                   {"edge-01", "edge-01:7071"}}));
+}
+
+TEST(PacemakerMembershipTest, RecordedOutputOfARealClusterListsItsMemberAndRemoteNodes) {
+  absl::StatusOr<std::vector<ClusterMember>> members = ParseCrmMonNodes(
+      Read(std::string(STRATA_TEST_DATA_DIR) + "/pacemaker/crm_mon-2.1.5-recorded.xml"), 7071,
+      {{"host-c", "127.0.0.1:7443"}});
+  ASSERT_TRUE(members.ok()) << members.status();
+  // The <node> entries under <resources> and <node_history> are not nodes of the cluster.
+  EXPECT_EQ(*members, (std::vector<ClusterMember>{{"host-a", "host-a:7071"},
+                                                  {"host-b", "host-b:7071"},
+                                                  {"host-c", "127.0.0.1:7443"}}));
 }
 
 TEST(PacemakerMembershipTest, TheOlderCrmMonRootIsReadToo) {
