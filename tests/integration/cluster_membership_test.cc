@@ -19,6 +19,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -163,6 +165,33 @@ class ClusterMembershipTest : public ::testing::Test {
     return seen == vms_of;
   }
 
+  // Waits (15 s at most) until the cluster discovery asked of each of `askers` SeesMembers.
+  ::testing::AssertionResult SeenBy(const std::vector<std::string>& askers,
+                                    const std::set<std::string>& hosts,
+                                    const std::set<std::string>& vms_of) {
+    for (const std::string& asked : askers) {
+      v1::DiscoverResponse response;
+      if (!WaitUntil([&] { return SeesMembers(asked, hosts, vms_of, &response); },
+                     milliseconds(15000))) {
+        return ::testing::AssertionFailure()
+               << asked
+               << " does not see the expected members: " << response.DebugString().substr(0, 2000);
+      }
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  // Waits (15 s at most) until exactly `hosts` have reported the cluster event `event` to stratad.
+  ::testing::AssertionResult ReportedBy(const std::string& event,
+                                        const std::set<std::string>& hosts) {
+    json events;
+    if (WaitUntil([&] { return Reporters(event, &events) == hosts; }, milliseconds(15000))) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << event << " not reported by exactly the expected "
+                                         << "hosts: " << events.dump(1);
+  }
+
   const std::string cluster_;
   std::filesystem::path work_;
   std::unique_ptr<ChildProcess> server_;
@@ -184,38 +213,14 @@ TEST_F(ClusterRegistryTest, AnAgentThatRegistersLaterIsAMemberForTheOthers) {
   ASSERT_NO_FATAL_FAILURE(StartAgent("host-a"));
   ASSERT_NO_FATAL_FAILURE(StartAgent("host-b"));
   // host-a and host-b know of each other from the registry alone.
-  v1::DiscoverResponse response;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return ClusterHosts("host-a", &response) ==
-                   std::set<std::string>{"host:host-a", "host:host-b"} &&
-               response.unreachable_members_size() == 0;
-      },
-      milliseconds(15000)))
-      << response.DebugString().substr(0, 2000);
+  ASSERT_TRUE(SeenBy({"host-a"}, {"host-a", "host-b"}, {}));
 
   ASSERT_NO_FATAL_FAILURE(StartAgent("host-c"));
   const std::set<std::string> vms_of_c = OwnVms("host-c");
   ASSERT_FALSE(vms_of_c.empty());
-  for (const std::string asked : {"host-a", "host-b"}) {
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return SeesMembers(asked, {"host-a", "host-b", "host-c"}, vms_of_c, &response);
-        },
-        milliseconds(15000)))
-        << asked << ": " << response.DebugString().substr(0, 2000);
-  }
-
+  EXPECT_TRUE(SeenBy({"host-a", "host-b"}, {"host-a", "host-b", "host-c"}, vms_of_c));
   // host-a and host-b both saw host-c join, and told stratad.
-  json events;
-  std::set<std::string> reporters;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        reporters = Reporters("member-joined:host-c", &events);
-        return reporters == std::set<std::string>{"host-a", "host-b"};
-      },
-      milliseconds(15000)))
-      << events.dump(1);
+  EXPECT_TRUE(ReportedBy("member-joined:host-c", {"host-a", "host-b"}));
 }
 
 // The nodes of the Pacemaker cluster "strata-test" (scripts/pacemaker-env.sh): host-a is its
@@ -294,49 +299,17 @@ TEST_F(ClusterPacemakerTest, MembersFollowTheClustersNodesAsTheyJoinAndLeave) {
   ASSERT_FALSE(vms_of_c.empty());
 
   // host-c's agent runs, but host-c is no node of the cluster yet: not a member.
-  v1::DiscoverResponse response;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return SeesMembers("host-a", {"host-a", "host-b"}, vms_of_b, &response);
-      },
-      milliseconds(15000)))
-      << response.DebugString().substr(0, 2000);
+  ASSERT_TRUE(SeenBy({"host-a"}, {"host-a", "host-b"}, vms_of_b));
 
   // host-c joins the cluster: every agent's next crm_mon makes it a member.
   ASSERT_NO_FATAL_FAILURE(AddRemoteNode("host-c"));
-  for (const std::string asked : {"host-a", "host-b"}) {
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return SeesMembers(asked, {"host-a", "host-b", "host-c"}, vms_of_c, &response);
-        },
-        milliseconds(15000)))
-        << asked << ": " << response.DebugString().substr(0, 2000);
-  }
-  json events;
-  std::set<std::string> reporters;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        reporters = Reporters("member-joined:host-c", &events);
-        return reporters == std::set<std::string>{"host-a", "host-b"};
-      },
-      milliseconds(15000)))
-      << events.dump(1);
+  EXPECT_TRUE(SeenBy({"host-a", "host-b"}, {"host-a", "host-b", "host-c"}, vms_of_c));
+  EXPECT_TRUE(ReportedBy("member-joined:host-c", {"host-a", "host-b"}));
 
   // host-c leaves the cluster: no longer a member, although its agent still answers.
   RemoveRemoteNode("host-c");
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        return SeesMembers("host-a", {"host-a", "host-b"}, vms_of_b, &response);
-      },
-      milliseconds(15000)))
-      << response.DebugString().substr(0, 2000);
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        reporters = Reporters("member-left:host-c", &events);
-        return reporters == std::set<std::string>{"host-a", "host-b"};
-      },
-      milliseconds(15000)))
-      << events.dump(1);
+  EXPECT_TRUE(SeenBy({"host-a", "host-b"}, {"host-a", "host-b"}, vms_of_b));
+  EXPECT_TRUE(ReportedBy("member-left:host-c", {"host-a", "host-b"}));
 }
 
 }  // namespace
