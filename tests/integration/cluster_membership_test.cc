@@ -29,6 +29,7 @@
 #include "strata/agent/config.h"
 #include "strata/util/child_process.h"
 #include "strata/util/process.h"
+#include "strata/util/strings.h"
 #include "strata/v1/agent.grpc.pb.h"
 #include "test_support.h"
 
@@ -239,7 +240,8 @@ class ClusterPacemakerTest : public ClusterMembershipTest {
       GTEST_SKIP() << "no Pacemaker cluster runs here (scripts/pacemaker-env.sh start starts one): "
                    << name.status().message();
     }
-    if (name->find(std::string("= ") + kCluster) == std::string::npos) {
+    // corosync-cmapctl prints "totem.cluster_name (str) = NAME".
+    if (!strata::util::Trim(*name).ends_with(std::string(" = ") + kCluster)) {
       GTEST_SKIP() << "the running cluster is not '" << kCluster
                    << "', and this test changes its configuration: " << *name;
     }
