@@ -85,11 +85,7 @@ class ClusterMembershipTest : public ::testing::Test {
   void TearDown() override {
     agents_.clear();
     server_.reset();
-    if (!HasFailure()) {
-      std::filesystem::remove_all(work_);
-    } else {
-      std::printf("logs kept in %s\n", work_.c_str());
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   void StartAgent(const std::string& host) {

@@ -98,11 +98,7 @@ class ClusterMigrationTest : public ::testing::Test {
     agents_.clear();
     server_.reset();
     libvirtds_.clear();
-    if (HasFailure()) {
-      std::printf("logs kept in %s\n", work_.c_str());
-    } else if (!work_.empty()) {
-      std::filesystem::remove_all(work_);
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   std::pair<int, std::string> Virsh(const std::string& host, const std::vector<std::string>& args) {

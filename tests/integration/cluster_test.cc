@@ -151,11 +151,7 @@ class ClusterTest : public ::testing::Test {
   void TearDown() override {
     agents_.clear();
     server_.reset();
-    if (!HasFailure()) {
-      std::filesystem::remove_all(work_);
-    } else {
-      std::printf("logs kept in %s\n", work_.c_str());
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   grpc::Status DiscoverCluster(const std::string& host, v1::DiscoverResponse* out,

@@ -30,6 +30,7 @@
 #include "processes.h"
 #include "strata/util/child_process.h"
 #include "strata/util/strings.h"
+#include "test_support.h"
 
 namespace {
 
@@ -213,11 +214,7 @@ class EventGuaranteeTest : public ::testing::Test {
     libvirtd_.reset();
     std::printf("[ runtime  ] %.1f s\n",
                 std::chrono::duration<double>(Clock::now() - started_).count());
-    if (HasFailure()) {
-      std::printf("logs kept in %s\n", work_.c_str());
-    } else if (!work_.empty()) {
-      std::filesystem::remove_all(work_);
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   void StartServer(int grpc_port) {

@@ -109,11 +109,7 @@ class QemuSystemTest : public ::testing::Test {
     }
     std::printf("[ runtime  ] %.1f s\n",
                 std::chrono::duration<double>(Clock::now() - started_).count());
-    if (HasFailure()) {
-      std::printf("logs kept in %s\n", work_.c_str());
-    } else if (!work_.empty()) {
-      fs::remove_all(work_);
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   // Seconds between the agent's full listings. Long by default, so that what reaches the server

@@ -88,11 +88,7 @@ class SystemTest : public ::testing::Test {
   void TearDown() override {
     agents_.clear();
     server_.reset();
-    if (!HasFailure()) {
-      std::filesystem::remove_all(work_);
-    } else {
-      std::printf("logs kept in %s\n", work_.c_str());
-    }
+    strata::testing::RemoveWorkDirUnlessFailed(work_, HasFailure());
   }
 
   std::string Log(const std::string& name) { return (work_ / (name + ".log")).string(); }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -50,6 +51,16 @@ inline std::filesystem::path FreshWorkDir(const std::string& prefix, const std::
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// The end of a FreshWorkDir: removed after a test that passed, kept (and named) after one that
+// failed, so that its logs can be read.
+inline void RemoveWorkDirUnlessFailed(const std::filesystem::path& dir, bool failed) {
+  if (failed) {
+    std::printf("logs kept in %s\n", dir.c_str());
+  } else if (!dir.empty()) {
+    std::filesystem::remove_all(dir);
+  }
 }
 
 }  // namespace strata::testing
